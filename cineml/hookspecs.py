@@ -1,0 +1,134 @@
+"""Every hook CineML calls, with its exact signature.
+
+Two kinds of hooks:
+
+* **Registry hooks** (``register_*``): called once when the plugin manager starts. A plugin calls
+  ``register(obj)`` for each implementation it provides; the manifest then picks implementations by
+  name (``use = "letterbox"``). Names must be unique across all plugins.
+* **Lifecycle hooks**: called while ``cineml run`` works, for observers (logging, notifications,
+  posting every fakes grid somewhere). Their return values are ignored.
+
+Plugins implement any subset of these, decorated with :data:`cineml.hookimpl`, and may accept a
+subset of the arguments (pluggy passes only what a function asks for).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import pluggy
+
+if TYPE_CHECKING:
+    import click
+
+    from .api import Composer, Extractor, Generator, Layout, Preprocessor, Trainer
+    from .manifest import Project
+
+hookspec = pluggy.HookspecMarker("cineml")
+hookimpl = pluggy.HookimplMarker("cineml")
+
+
+# --- Registry hooks -------------------------------------------------------------------------------
+
+
+@hookspec
+def register_extractors(register: Callable[[Extractor], None]) -> None:
+    """Register frame extractors: objects subclassing :class:`cineml.Extractor`.
+
+    Called once at start-up. An extractor turns the project's film into numbered frames, streaming
+    them through the preprocess chain (``[extract] use = "fps"``).
+    """
+
+
+@hookspec
+def register_preprocessors(register: Callable[[Preprocessor], None]) -> None:
+    """Register per-frame transforms: objects subclassing :class:`cineml.Preprocessor`.
+
+    Called once at start-up. Chained in manifest order by ``[[preprocess]]`` tables
+    (``use = "letterbox"``).
+    """
+
+
+@hookspec
+def register_trainers(register: Callable[[Trainer], None]) -> None:
+    """Register trainers: objects subclassing :class:`cineml.Trainer`.
+
+    Called once at start-up. A trainer turns the frames folder into snapshots and fakes grids
+    (``[train] use = "stylegan2"``).
+    """
+
+
+@hookspec
+def register_generators(register: Callable[[Generator], None]) -> None:
+    """Register generators: objects subclassing :class:`cineml.Generator`.
+
+    Called once at start-up. A generator samples a trained network into images
+    (``[generate] use = "stylegan2"``).
+    """
+
+
+@hookspec
+def register_composers(register: Callable[[Composer], None]) -> None:
+    """Register composers: objects subclassing :class:`cineml.Composer`.
+
+    Called once at start-up. A composer turns a sequence of images into one artwork file
+    (``[[compose]] use = "animation"``). A compose step may also name a layout directly.
+    """
+
+
+@hookspec
+def register_layouts(register: Callable[[Layout], None]) -> None:
+    """Register layouts: :class:`cineml.Layout` objects, usually made with :func:`cineml.layout`.
+
+    Called once at start-up. A layout is a function from a list of images (+ options) to one
+    image; a ``[[compose]]`` step uses it by name (``use = "windows"``).
+    """
+
+
+@hookspec
+def register_commands(cli: click.Group) -> None:
+    """Add commands to the ``cineml`` command-line tool.
+
+    Called once when the CLI starts, with the top-level :class:`click.Group`; attach commands with
+    ``@cli.command()``. Keep heavy imports (torch, moviepy) inside the command bodies.
+    """
+
+
+# --- Lifecycle hooks ------------------------------------------------------------------------------
+
+
+@hookspec
+def run_started(project: Project, plan: list[dict[str, Any]]) -> None:
+    """Called when ``cineml run`` starts, after planning and before the first stage.
+
+    ``plan`` lists each stage as ``{"stage", "run": bool, "reason"}``.
+    """
+
+
+@hookspec
+def run_finished(project: Project, record: dict[str, Any]) -> None:
+    """Called when ``cineml run`` ends successfully, with the run record written to ``run.json``."""
+
+
+@hookspec
+def stage_started(project: Project, stage: str, options: dict[str, Any]) -> None:
+    """Called before a stage runs (``stage`` is ``"extract"``, ``"train"``, ``"compose:fakes.mp4"``…)."""
+
+
+@hookspec
+def stage_finished(project: Project, stage: str, output: Path, seconds: float) -> None:
+    """Called after a stage's output has been moved into place at ``output``."""
+
+
+@hookspec
+def stage_failed(project: Project, stage: str, error: BaseException) -> None:
+    """Called when a stage raises (including Ctrl-C) before the error propagates."""
+
+
+@hookspec
+def snapshot_written(project: Project, kimg: float, checkpoint: Path, fakes: Path | None) -> None:
+    """Called by trainers each time a training snapshot is complete on disk.
+
+    ``checkpoint`` is the checkpoint just written, ``fakes`` the fakes grid image (or ``None``).
+    """

@@ -1,0 +1,50 @@
+"""Progress bars for long work, shared by every stage (rich, or silent when quiet / not a TTY)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+
+
+class Bar:
+    """One task on a progress display: ``advance(n)``, ``update(completed=, info=)``."""
+
+    def __init__(self, progress: RichProgress | None, task: int | None) -> None:
+        self._progress, self._task = progress, task
+        self.completed = 0.0
+
+    def advance(self, n: float = 1) -> None:
+        self.completed += n
+        if self._progress is not None:
+            self._progress.advance(self._task, n)
+
+    def update(self, completed: float | None = None, total: float | None = None, info: str | None = None) -> None:
+        if completed is not None:
+            self.completed = completed
+        if self._progress is not None:
+            fields = {} if info is None else {"info": info}
+            self._progress.update(self._task, completed=completed, total=total, **fields)
+
+
+class Progress:
+    """Factory for progress bars; stages call ``with ctx.progress("Extracting", total=n) as bar``."""
+
+    def __init__(self, console: Console | None = None, enabled: bool = True) -> None:
+        self.console = console or Console(stderr=True)
+        self.enabled = enabled and self.console.is_terminal
+
+    @contextlib.contextmanager
+    def __call__(self, description: str, total: float | None = None, unit: str = "") -> Iterator[Bar]:
+        if not self.enabled:
+            yield Bar(None, None)
+            return
+        columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn(unit), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                   TextColumn("{task.fields[info]}")]
+        with RichProgress(*columns, console=self.console, transient=False) as progress:
+            task = progress.add_task(description, total=total, info="")
+            yield Bar(progress, task)

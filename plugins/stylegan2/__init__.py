@@ -1,0 +1,1 @@
+"""StyleGAN2 (config-f) in plain PyTorch: networks, losses, dataset, training loop, checkpoints."""

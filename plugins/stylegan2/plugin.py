@@ -1,0 +1,1 @@
+"""Registers the stylegan2 trainer (work in progress)."""
