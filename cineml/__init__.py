@@ -7,7 +7,7 @@ stays light (no torch, no moviepy) so that ``cineml --help`` is instant.
 from importlib.metadata import PackageNotFoundError, version as _version
 
 from .api import (REQUIRED, CinemlError, Composer, Extractor, Generator, Implementation, Layout,
-                  Option, Preprocessor, StageContext, Trainer, atomic_path, layout)
+                  Option, Preprocessor, Source, StageContext, Trainer, atomic_path, layout)
 from .hookspecs import hookimpl
 
 try:
@@ -17,6 +17,6 @@ except PackageNotFoundError:  # running from a source tree without installing
 
 __all__ = [
     "REQUIRED", "CinemlError", "Composer", "Extractor", "Generator", "Implementation", "Layout",
-    "Option", "Preprocessor", "StageContext", "Trainer", "atomic_path", "hookimpl", "layout",
+    "Option", "Preprocessor", "Source", "StageContext", "Trainer", "atomic_path", "hookimpl", "layout",
     "__version__",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Sequence
 
@@ -108,6 +108,7 @@ class StageContext:
     progress: Progress
     hook: Any = None
     previous: Path | None = None  # this stage's last completed output, if any
+    layouts: dict[str, Layout] = field(default_factory=dict)  # every registered layout, by name
     log: Callable[[str], None] = print
     warn: Callable[[str], None] = print
 
@@ -115,6 +116,14 @@ class StageContext:
         """Trainers call this after each snapshot; it fires the ``snapshot_written`` hook."""
         if self.hook is not None:
             self.hook.snapshot_written(project=self.project, kimg=kimg, checkpoint=checkpoint, fakes=fakes)
+
+
+class Source(Implementation):
+    """Makes the project's film when it is not footage the artist supplies (e.g. a synthetic demo)."""
+
+    def make(self, ctx: StageContext) -> None:
+        """Write the film to ``ctx.output`` (a file path ending in ``.mp4``)."""
+        raise NotImplementedError
 
 
 class Extractor(Implementation):
@@ -237,5 +246,5 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
 
 __all__ = [
     "REQUIRED", "CinemlError", "Composer", "Extractor", "Generator", "Implementation", "Layout",
-    "Option", "Preprocessor", "StageContext", "Trainer", "atomic_path", "layout",
+    "Option", "Preprocessor", "Source", "StageContext", "Trainer", "atomic_path", "layout",
 ]

@@ -22,7 +22,7 @@ import pluggy
 if TYPE_CHECKING:
     import click
 
-    from .api import Composer, Extractor, Generator, Layout, Preprocessor, Trainer
+    from .api import Composer, Extractor, Generator, Layout, Preprocessor, Source, Trainer
     from .manifest import Project
 
 hookspec = pluggy.HookspecMarker("cineml")
@@ -30,6 +30,15 @@ hookimpl = pluggy.HookimplMarker("cineml")
 
 
 # --- Registry hooks -------------------------------------------------------------------------------
+
+
+@hookspec
+def register_sources(register: Callable[[Source], None]) -> None:
+    """Register film sources: objects subclassing :class:`cineml.Source`.
+
+    Called once at start-up. A source makes the project's film when the artist does not supply
+    one (``[source] use = "synthetic"`` renders the demo film).
+    """
 
 
 @hookspec
