@@ -1,12 +1,186 @@
-"""The cineml command-line tool (work in progress)."""
+"""The ``cineml`` command-line tool.
+
+Start-up loads every plugin module (cheap: plugins import torch and moviepy only inside the code
+that needs them) so that plugins can add commands through ``register_commands``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
 
 import click
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .api import CinemlError, Option
+from .manifest import COMPOSE_OPTIONS, load_project
+from .plugins import Registry, load_registry
+from .progress import Progress
+
+console = Console(stderr=True, highlight=False)
+_registry: Registry | None = None
 
 
-@click.group()
-def cli() -> None:
-    """CineML: train GANs on films and turn what they make into art."""
+def registry() -> Registry:
+    """The process-wide registry of installed plugins, loaded on first use."""
+    global _registry
+    if _registry is None:
+        _registry = load_registry()
+        _registry.warn = lambda msg: console.print(f"[yellow]warning:[/yellow] {msg}", markup=True)
+    return _registry
+
+
+class CinemlGroup(click.Group):
+    """Turns user errors into one clear paragraph and exit code 1 (tracebacks with --verbose)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CinemlError as exc:
+            if ctx.obj and ctx.obj.get("verbose"):
+                traceback.print_exc()
+            console.print(f"[bold red]Error:[/bold red] {exc}", markup=True, soft_wrap=True)
+            ctx.exit(1)
+        except KeyboardInterrupt:
+            console.print("\nInterrupted. Run the same command again to resume where it stopped.")
+            ctx.exit(130)
+
+
+@click.group(cls=CinemlGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="cineml")
+@click.option("--verbose", "-v", is_flag=True, help="Show tracebacks for errors.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars or stage messages.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool, quiet: bool) -> None:
+    """CineML: train GANs on films and turn what they make into art.
+
+    Run a project with `cineml run projects/NAME/project.toml`; start one with `cineml new NAME`.
+    """
+    ctx.obj = {"verbose": verbose, "quiet": quiet}
+
+
+def _load(manifest: str, overrides: tuple[str, ...]):
+    return load_project(manifest, registry(), overrides)
+
+
+@cli.command()
+@click.argument("manifest", type=click.Path(dir_okay=True, path_type=str))
+@click.option("-S", "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a manifest value, e.g. -S train.kimg=2 -S preprocess.0.size=256.")
+@click.option("--force", "force", multiple=True, metavar="STAGE",
+              help="Re-run STAGE even if up to date (repeatable; 'all' for every stage).")
+@click.option("--only", multiple=True, metavar="STAGE", help="Run only these stages (repeatable).")
+@click.option("--from", "start", metavar="STAGE", help="Start at this stage.")
+@click.option("--to", "stop", metavar="STAGE", help="Stop after this stage.")
+@click.option("--dry-run", "-n", is_flag=True, help="Print the plan and why each stage would run; run nothing.")
+@click.pass_context
+def run(ctx: click.Context, manifest: str, overrides: tuple[str, ...], force: tuple[str, ...],
+        only: tuple[str, ...], start: str | None, stop: str | None, dry_run: bool) -> None:
+    """Run a project's pipeline, skipping stages that are up to date."""
+    from .pipeline import Pipeline
+
+    quiet = ctx.obj["quiet"]
+    project = _load(manifest, overrides)
+    say = (lambda msg: None) if quiet else (lambda msg: console.print(msg, markup=True))
+    warn = lambda msg: console.print(f"[yellow]warning:[/yellow] {msg}", markup=True)  # noqa: E731
+    pipeline = Pipeline(project, registry(), Progress(console, enabled=not quiet), log=say, warn=warn)
+    forced: bool | tuple[str, ...] = True if "all" in force else force
+    planned = pipeline.plan(force=forced, only=only, start=start, stop=stop)
+    if dry_run or not quiet:
+        table = Table(title=f"{project.name}: plan", show_edge=False)
+        for col in ("stage", "use", "action", "why"):
+            table.add_column(col)
+        for p in planned:
+            table.add_row(p.step.stage, p.step.impl.name, "[green]run[/green]" if p.run else "skip", p.reason)
+        Console(highlight=False).print(table) if dry_run else console.print(table)
+    if dry_run:
+        return
+    record = pipeline.run(planned)
+    ran = [s for s in record["stages"] if s["ran"]]
+    say(f"[bold green]Done[/bold green]: {len(ran)} stage(s) ran, {len(record['stages']) - len(ran)} up to date. "
+        f"Outputs in {project.root}")
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--dir", "folder", default="projects", show_default=True, type=click.Path(file_okay=False),
+              help="Folder to create the project in.")
+def new(name: str, folder: str) -> None:
+    """Create projects/NAME/project.toml with every stage, commented, ready to run."""
+    from .scaffold import write_project
+
+    path = write_project(Path(folder) / name, name)
+    click.echo(f"Created {path}. Run it with: cineml run {path}")
+
+
+def _option_rows(options: tuple[Option, ...] | list[Option]) -> list[dict[str, Any]]:
+    return [{"name": o.name, "type": o.describe_type(), "default": None if o.required else o.default,
+             "required": o.required, "help": o.help} for o in options]
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins(as_json: bool) -> None:
+    """List installed plugins, their versions and what each provides."""
+    reg = registry()
+    rows = [{"name": p.name, "version": p.version, "distribution": p.distribution, "origin": p.origin,
+             "provides": p.provides, "hooks": p.hooks, "error": p.error}
+            for p in sorted(reg.plugins.values(), key=lambda p: (p.origin != "builtin", p.name))]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(show_edge=False)
+    for col in ("plugin", "version", "from", "provides"):
+        table.add_column(col)
+    for r in rows:
+        provides = "; ".join(f"{k}: {', '.join(v)}" for k, v in r["provides"].items())
+        table.add_row(r["name"], r["version"], r["distribution"] if r["origin"] != "builtin" else "built-in",
+                      f"[red]failed: {r['error']}[/red]" if r["error"] else provides)
+    Console(highlight=False).print(table)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--project", "manifest", type=click.Path(), help="Also load this project's plugin files.")
+def layouts(as_json: bool, manifest: str | None) -> None:
+    """List registered layouts and their options (use them in [[compose]] steps)."""
+    if manifest:
+        _load(manifest, ())
+    reg = registry()
+    rows = [{"name": n, "plugin": lay.plugin, "help": lay.help, "options": _option_rows(lay.options)}
+            for n, lay in sorted(reg.impls["layouts"].items())]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    out = Console(highlight=False)
+    out.print("Every [[compose]] step also takes: " + ", ".join(o.name for o in COMPOSE_OPTIONS) + ".\n")
+    for r in rows:
+        out.print(f"[bold]{r['name']}[/bold] ({r['plugin']}): {r['help']}")
+        for o in r["options"]:
+            default = "required" if o["required"] else f"default {o['default']!r}"
+            out.print(f"    {o['name']} — {o['type']}, {default}. {o['help']}")
 
 
 def main() -> None:
-    cli()
+    """Console-script entry point: load plugins, let them add commands, run the CLI."""
+    try:
+        reg = registry()
+    except CinemlError as exc:  # CINEML_STRICT_PLUGINS and a broken plugin
+        console.print(f"[bold red]Error:[/bold red] {exc}", markup=True, soft_wrap=True)
+        sys.exit(1)
+    for impl in reg.pm.hook.register_commands.get_hookimpls():
+        try:
+            impl.function(cli)
+        except Exception as exc:  # a broken plugin command must not take the CLI down
+            reg.warn(f"plugin {impl.plugin_name!r} failed to add its commands: {type(exc).__name__}: {exc}")
+    cli(prog_name="cineml")
+
+
+if __name__ == "__main__":  # python -m cineml.cli
+    main()
+

@@ -1,0 +1,367 @@
+"""Plan and run a project's stages: source -> extract (+ preprocess chain) -> train -> generate -> compose.
+
+Each stage has a fingerprint: its implementation, plugin version, settings and its inputs'
+fingerprints. A stage whose fingerprint matches the last completed run and whose output exists is
+skipped; a changed upstream changes every downstream fingerprint. Stages write into a staging path
+under ``.cineml/staging/`` keyed by fingerprint (so an interrupted stage resumes from its own partial
+work) and the engine moves the output into place only when the stage returns.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import glob as _glob
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from . import __version__
+from .api import CinemlError, StageContext, atomic_path
+from .manifest import STAGE_OUTPUTS, Project, Step
+from .plugins import Registry
+from .progress import Progress
+
+STATE_DIR = ".cineml"
+STAGE_ORDER = ("source", "extract", "train", "generate", "compose")
+
+#: compose ``input`` names -> (stage that makes them, glob patterns under the project folder)
+NAMED_INPUTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "fakes": ("train", ("train/fakes*.png",)),
+    "reals": ("train", ("train/reals.png",)),
+    "generated": ("generate", ("generated/*.png",)),
+    "walk": ("generate", ("generated/walk/*.png",)),
+    "frames": ("extract", ("frames/*.jpg", "frames/*.png", "frames/*.webp")),
+}
+
+
+@dataclass
+class PlannedStage:
+    step: Step
+    fingerprint: str
+    material: dict[str, Any]
+    run: bool
+    reason: str
+    output: Path
+
+
+def stage_group(stage: str) -> str:
+    return stage.split(":", 1)[0]
+
+
+def _natural_key(path: Path) -> list[Any]:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
+
+
+def file_fingerprint(path: Path) -> str:
+    """Size, mtime and a hash of the first and last MiB: cheap for films of many GB, and any edit shows."""
+    st = path.stat()
+    h = hashlib.sha256(f"{st.st_size}:{st.st_mtime_ns}".encode())
+    with path.open("rb") as f:
+        h.update(f.read(1 << 20))
+        if st.st_size > 2 << 20:
+            f.seek(-(1 << 20), os.SEEK_END)
+            h.update(f.read())
+    return h.hexdigest()
+
+
+def _jsonable(value: Any, root: Path) -> Any:
+    if isinstance(value, Path):
+        try:
+            return str(value.relative_to(root))
+        except ValueError:
+            return str(value)
+    if isinstance(value, dict):
+        return {k: _jsonable(v, root) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v, root) for v in value]
+    return value
+
+
+def _digest(material: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class Pipeline:
+    """Runs one project with one registry; ``plan()`` explains, ``run()`` does."""
+
+    def __init__(self, project: Project, registry: Registry, progress: Progress | None = None,
+                 log: Callable[[str], None] = print, warn: Callable[[str], None] = print) -> None:
+        self.project, self.registry = project, registry
+        self.progress = progress or Progress(enabled=False)
+        self.log, self.warn = log, warn
+        self.state_dir = project.root / STATE_DIR
+        self.state_file = self.state_dir / "state.json"
+
+    # --- state -----------------------------------------------------------------------------------
+
+    def load_state(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.state_file.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
+    def _save_state(self, state: dict[str, Any]) -> None:
+        with atomic_path(self.state_file) as tmp:
+            tmp.write_text(json.dumps(state, indent=1, sort_keys=True))
+
+    # --- planning --------------------------------------------------------------------------------
+
+    def output_path(self, step: Step) -> Path:
+        root = self.project.root
+        if step.stage == "source":
+            assert self.project.source is not None
+            return self.project.source
+        if step.stage.startswith("compose:"):
+            return root / STAGE_OUTPUTS["compose"] / step.options["output"]
+        return root / STAGE_OUTPUTS[step.stage]
+
+    def compose_images(self, step: Step) -> list[Path]:
+        """The images a compose step works on: its input resolved, sorted, then sampled."""
+        name = step.options["input"]
+        patterns = NAMED_INPUTS[name][1] if name in NAMED_INPUTS else (name,)
+        found: set[Path] = set()
+        for pattern in patterns:
+            found.update(Path(p) for p in _glob.glob(str(self.project.root / pattern), recursive=True))
+        images = sorted((p for p in found if p.is_file()), key=_natural_key)
+        o = step.options
+        images = images[o["start"]:o["end"]]
+        images = images[:: o["every"]]
+        if o["count"] is not None and len(images) > o["count"]:
+            n = len(images)
+            images = [images[round(i * (n - 1) / max(o["count"] - 1, 1))] for i in range(o["count"])]
+        return images
+
+    def _upstream(self, step: Step) -> list[str]:
+        group = stage_group(step.stage)
+        if group == "extract":
+            return ["source"]
+        if group == "train":
+            return ["extract"]
+        if group == "generate":
+            return ["train"]
+        if group == "compose":
+            name = step.options["input"]
+            ups = [NAMED_INPUTS[name][0]] if name in NAMED_INPUTS else []
+            return ups + ["source"]
+        return []
+
+    def plan(self, force: bool | Sequence[str] = False, only: Sequence[str] = (), start: str | None = None,
+             stop: str | None = None) -> list[PlannedStage]:
+        """Decide, for every stage, whether it runs and why. Filters intersect (kedro-style)."""
+        state = self.load_state()
+        root = self.project.root
+        fingerprints: dict[str, str] = {}
+        changed: set[str] = set()
+        selected = _select([s.stage for s in self.project.steps], only, start, stop)
+        planned = []
+        for step in self.project.steps:
+            group = stage_group(step.stage)
+            inputs: dict[str, str] = {}
+            for up in self._upstream(step):
+                if up == "source":
+                    if self.project.source is None:
+                        continue
+                    if "source" in fingerprints:
+                        inputs["source"] = fingerprints["source"]
+                    elif self.project.source.is_file():
+                        inputs["source"] = file_fingerprint(self.project.source)
+                    else:
+                        inputs["source"] = "missing"
+                elif up in fingerprints:
+                    inputs[up] = fingerprints[up]
+            if group == "compose" and step.options["input"] not in NAMED_INPUTS:
+                files = self.compose_images(step)
+                inputs["files"] = _digest({"files": [[str(p.relative_to(root)), p.stat().st_size,
+                                                       p.stat().st_mtime_ns] for p in files]})
+            material = {
+                "use": step.impl.name, "plugin": step.impl.plugin, "version": step.impl.plugin_version,
+                "options": _jsonable(step.options, root),
+                "chain": [{"use": p.name, "plugin": p.plugin, "version": p.plugin_version,
+                           "options": _jsonable(o, root)} for p, o in step.chain],
+                "layout": None if step.layout is None else [step.layout.plugin, step.layout.plugin_version],
+                "inputs": inputs,
+                "seed": self.project.seed,
+            }
+            fp = _digest(material)
+            fingerprints[step.stage] = fp
+            output = self.output_path(step)
+            previous = state.get(step.stage)
+            forced = force is True or (not isinstance(force, bool) and step.stage in _select(
+                [s.stage for s in self.project.steps], force, None, None))
+            ups_changed = [u for u in self._upstream(step) if u in changed]
+            if step.stage not in selected:
+                reason, run = "not selected", False
+            elif forced:
+                reason, run = "forced", True
+            elif previous is None:
+                reason, run = "never ran", True
+            elif not output.exists():
+                reason, run = f"output missing ({output.relative_to(root) if root in output.parents else output})", True
+            elif ups_changed:
+                reason, run = f"upstream {', '.join(ups_changed)} changed", True
+            elif previous.get("fingerprint") != fp:
+                reason, run = _explain(previous.get("material", {}), material), True
+            else:
+                reason, run = "up to date", False
+            if run:
+                changed.add(step.stage)
+            planned.append(PlannedStage(step, fp, material, run, reason, output))
+        return planned
+
+    # --- running ---------------------------------------------------------------------------------
+
+    def run(self, planned: list[PlannedStage]) -> dict[str, Any]:
+        """Run the planned stages in order; write ``run.json``; return the run record."""
+        project, hook = self.project, self.registry.hook
+        record: dict[str, Any] = {
+            "cineml": __version__, "python": platform.python_version(), "platform": platform.platform(),
+            "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "project": project.name, "manifest": str(project.manifest_path), "seed": project.seed,
+            "plugins": {n: {"version": p.version, "distribution": p.distribution, "origin": p.origin}
+                        for n, p in self.registry.plugins.items() if p.error is None},
+            "settings": _jsonable(project.raw, project.root), "stages": [], "status": "running",
+        }
+        hook.run_started(project=project, plan=[{"stage": p.step.stage, "run": p.run, "reason": p.reason}
+                                                 for p in planned])
+        try:
+            for p in planned:
+                entry = {"stage": p.step.stage, "use": p.step.impl.name, "plugin": p.step.impl.plugin,
+                         "version": p.step.impl.plugin_version, "fingerprint": p.fingerprint,
+                         "ran": p.run, "reason": p.reason}
+                record["stages"].append(entry)
+                if p.run:
+                    entry["seconds"] = round(self._run_stage(p), 3)
+            record["status"] = "finished"
+        except BaseException as exc:
+            record["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            record["error"] = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            record["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+            self._write_record(record)
+        hook.run_finished(project=project, record=record)
+        return record
+
+    def _run_stage(self, p: PlannedStage) -> float:
+        step, project, hook = p.step, self.project, self.registry.hook
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", step.stage)
+        staging = self.state_dir / "staging" / f"{safe}-{p.fingerprint[:16]}"
+        is_file = step.stage == "source" or step.stage.startswith("compose:")
+        staging.mkdir(parents=True, exist_ok=True)
+        out = staging / p.output.name if is_file else staging
+        inputs = {"frames": project.root / STAGE_OUTPUTS["extract"], "train": project.root / STAGE_OUTPUTS["train"],
+                  "generated": project.root / STAGE_OUTPUTS["generate"]}
+        if project.source is not None:
+            inputs["source"] = project.source
+        ctx = StageContext(project=project, stage=step.stage, options=dict(step.options), output=out,
+                           inputs=inputs, progress=self.progress, hook=hook,
+                           previous=p.output if p.output.exists() else None,
+                           layouts=dict(self.registry.impls["layouts"]), log=self.log, warn=self.warn)
+        self.log(f"[bold]{step.stage}[/bold] ({step.impl.name}, {p.reason})")
+        hook.stage_started(project=project, stage=step.stage, options=ctx.options)
+        started = time.perf_counter()
+        try:
+            self._call(step, ctx)
+            if not out.exists():
+                raise CinemlError(f"Stage {step.stage} ({step.impl.name}, plugin {step.impl.plugin!r}) finished "
+                                  f"without writing its output {out.name}. This is a bug in that plugin.")
+            _move_into_place(out, p.output, self.state_dir)
+        except BaseException as exc:
+            hook.stage_failed(project=project, stage=step.stage, error=exc)
+            raise
+        seconds = time.perf_counter() - started
+        state = self.load_state()
+        state[step.stage] = {"fingerprint": p.fingerprint, "material": p.material, "seconds": round(seconds, 3),
+                             "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+        self._save_state(state)
+        for stale in (self.state_dir / "staging").glob(f"{safe}-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        hook.stage_finished(project=project, stage=step.stage, output=p.output, seconds=seconds)
+        return seconds
+
+    def _call(self, step: Step, ctx: StageContext) -> None:
+        group = stage_group(step.stage)
+        if group == "source":
+            step.impl.make(ctx)
+        elif group == "extract":
+            step.impl.extract(ctx, step.chain)
+        elif group == "train":
+            step.impl.train(ctx)
+        elif group == "generate":
+            step.impl.generate(ctx)
+        else:
+            images = self.compose_images(step)
+            if not images:
+                raise CinemlError(f"{self.project.manifest_path}: {step.where}.input: {step.options['input']!r} "
+                                  "matches no images. Run the stage that makes them first, or fix the glob "
+                                  "(relative to the project folder).")
+            step.impl.compose(ctx, images)
+
+    def _write_record(self, record: dict[str, Any]) -> None:
+        stamp = record["started"].replace(":", "-")
+        for path in (self.project.root / "run.json", self.state_dir / "runs" / f"{stamp}.json"):
+            with atomic_path(path) as tmp:
+                tmp.write_text(json.dumps(record, indent=1, default=str))
+
+
+def _move_into_place(out: Path, final: Path, state_dir: Path) -> None:
+    """Replace ``final`` with ``out`` so that readers see the old or the new output, never a mix."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if out.is_dir() and final.exists():
+        trash = state_dir / "trash" / f"{final.name}-{time.time_ns()}"
+        trash.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(final, trash)
+        os.replace(out, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(out, final)
+
+
+def _select(stages: list[str], only: Sequence[str], start: str | None, stop: str | None) -> set[str]:
+    """Stages chosen by --only / --from / --to; names may be a group ("compose") or a stage."""
+
+    def matches(stage: str, name: str) -> bool:
+        name = "extract" if name == "preprocess" else name
+        return stage == name or stage_group(stage) == name
+
+    for name in [*only, *(n for n in (start, stop) if n)]:
+        if not any(matches(s, name) for s in stages):
+            raise CinemlError(f"No stage named {name!r} in this project. Stages: {', '.join(stages)} "
+                              "(or a group: source, extract, train, generate, compose).")
+    chosen = [s for s in stages if not only or any(matches(s, n) for n in only)]
+    if start:
+        first = next(i for i, s in enumerate(stages) if matches(s, start))
+        chosen = [s for s in chosen if stages.index(s) >= first]
+    if stop:
+        last = max(i for i, s in enumerate(stages) if matches(s, stop))
+        chosen = [s for s in chosen if stages.index(s) <= last]
+    return set(chosen)
+
+
+def _explain(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """Say what changed between two fingerprint materials, in words an artist can act on."""
+    reasons = []
+    if old.get("use") != new.get("use"):
+        reasons.append(f"implementation {old.get('use')} -> {new.get('use')}")
+    if old.get("version") != new.get("version"):
+        reasons.append(f"plugin {new.get('plugin')} {old.get('version')} -> {new.get('version')}")
+    oo, no = old.get("options", {}), new.get("options", {})
+    keys = [k for k in sorted(set(oo) | set(no)) if oo.get(k) != no.get(k)]
+    reasons += [f"{k}: {oo.get(k)!r} -> {no.get(k)!r}" for k in keys]
+    if old.get("chain") != new.get("chain"):
+        reasons.append("preprocess chain changed")
+    for k in sorted(set(old.get("inputs", {})) | set(new.get("inputs", {}))):
+        if old.get("inputs", {}).get(k) != new.get("inputs", {}).get(k):
+            reasons.append("the film changed" if k == "source" else f"input {k} changed")
+    if old.get("seed") != new.get("seed"):
+        reasons.append(f"seed {old.get('seed')} -> {new.get('seed')}")
+    if old.get("layout") != new.get("layout"):
+        reasons.append("layout plugin changed")
+    return "changed: " + "; ".join(reasons) if reasons else "settings changed"

@@ -1,0 +1,184 @@
+"""The plugin manager: built-ins, installed entry points, and project-local plugin files.
+
+Built-ins are entry points of the ``cineml`` distribution itself, so they load exactly like
+third-party plugins. Each plugin's registry hooks are called one plugin at a time, so every
+registered implementation knows which plugin (and version) provided it.
+
+Environment:
+  ``CINEML_LOAD_PLUGINS``   comma list of plugin or distribution names to load besides the built-ins
+                            (empty: built-ins only; unset: everything installed).
+  ``CINEML_STRICT_PLUGINS`` ``1`` makes a plugin that fails to load a fatal error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable
+
+import pluggy
+
+from . import hookspecs
+from .api import CinemlError, Composer, Extractor, Generator, Layout, Preprocessor, Source, Trainer
+
+BUILTIN_DISTRIBUTION = "cineml"
+
+#: Registry kind -> (registry hook, the class every registered object must be).
+KINDS: dict[str, tuple[str, type]] = {
+    "sources": ("register_sources", Source),
+    "extractors": ("register_extractors", Extractor),
+    "preprocessors": ("register_preprocessors", Preprocessor),
+    "trainers": ("register_trainers", Trainer),
+    "generators": ("register_generators", Generator),
+    "composers": ("register_composers", Composer),
+    "layouts": ("register_layouts", Layout),
+}
+
+
+@dataclass
+class PluginInfo:
+    """One loaded (or failed) plugin, as ``cineml plugins`` shows it."""
+
+    name: str
+    version: str
+    distribution: str
+    origin: str  # "builtin", "entry point", or the plugin file's path
+    provides: dict[str, list[str]] = field(default_factory=dict)
+    hooks: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+class Registry:
+    """All implementations by kind and name, plus the pluggy manager that found them."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager("cineml")
+        self.pm.add_hookspecs(hookspecs)
+        self.impls: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
+        self.plugins: dict[str, PluginInfo] = {}
+        self.warn: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr)
+
+    @property
+    def hook(self) -> Any:
+        return self.pm.hook
+
+    # --- loading -------------------------------------------------------------------------------
+
+    def load_entry_points(self) -> None:
+        """Load plugins from the ``cineml`` entry-point group, honouring ``CINEML_LOAD_PLUGINS``."""
+        wanted = os.environ.get("CINEML_LOAD_PLUGINS")
+        allowed = None if wanted is None else {w.strip() for w in wanted.split(",") if w.strip()}
+        eps = sorted(entry_points(group="cineml"), key=lambda ep: (ep.dist.name if ep.dist else "", ep.name))
+        for ep in eps:
+            dist = ep.dist.name if ep.dist else "?"
+            version = ep.dist.version if ep.dist else "0"
+            builtin = dist == BUILTIN_DISTRIBUTION
+            if not builtin and allowed is not None and not ({ep.name, dist} & allowed):
+                continue
+            info = PluginInfo(ep.name, version, dist, "builtin" if builtin else "entry point")
+            self._add(info, lambda ep=ep: ep.load(), f'plugin "{ep.name}" (distribution {dist}, '
+                                                     f'entry point {ep.name} = {ep.value})')
+
+    def load_files(self, paths: list[Path]) -> None:
+        """Load project-local plugin files (``plugins = [...]`` in project.toml), in the given order.
+
+        A file the manifest names must load: failures are errors, not warnings.
+        """
+        for path in paths:
+            name = path.name
+            if name in self.plugins and self.plugins[name].origin == str(path):
+                continue  # already loaded (e.g. `cineml layouts --project` then a run)
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+            info = PluginInfo(name, f"local-{digest}", "", str(path))
+            self._add(info, lambda path=path, digest=digest: _import_file(path, digest),
+                      f'plugin file "{path}"', strict=True)
+
+    def _add(self, info: PluginInfo, load: Callable[[], ModuleType], label: str, strict: bool = False) -> None:
+        strict = strict or os.environ.get("CINEML_STRICT_PLUGINS", "") not in ("", "0")
+        if info.name in self.plugins:
+            other = self.plugins[info.name]
+            raise CinemlError(f"Two plugins are called {info.name!r}: {other.distribution or other.origin} and "
+                              f"{info.distribution or info.origin}. Uninstall one of them.")
+        try:
+            module = load()
+            self.pm.register(module, name=info.name)
+        except CinemlError:
+            raise
+        except Exception as exc:  # a broken plugin must not take the CLI down
+            self._failed(info, label, exc, strict)
+            return
+        self.plugins[info.name] = info
+        info.hooks = sorted(c.name for c in self.pm.get_hookcallers(module) or [])
+        added: list[tuple[str, str]] = []
+        try:
+            for kind, (hook_name, _) in KINDS.items():
+                caller = getattr(self.pm.hook, hook_name)
+                for impl in caller.get_hookimpls():
+                    if impl.plugin is module:
+                        impl.function(*[self._register_for(kind, info, added) if a == "register" else None
+                                        for a in impl.argnames])
+        except CinemlError:
+            self._rollback(module, added)
+            raise
+        except Exception as exc:
+            self._rollback(module, added)
+            self._failed(info, label, exc, strict)
+
+    def _register_for(self, kind: str, info: PluginInfo, added: list[tuple[str, str]]) -> Callable[[Any], None]:
+        base = KINDS[kind][1]
+
+        def register(obj: Any) -> None:
+            if not isinstance(obj, base):
+                raise CinemlError(f"Plugin {info.name!r} registered {obj!r} as one of its {kind}, but it is not a "
+                                  f"cineml.{base.__name__} instance. Fix the plugin's {KINDS[kind][0]} hook.")
+            name = obj.name
+            if not name or not isinstance(name, str):
+                raise CinemlError(f"Plugin {info.name!r} registered a {base.__name__} without a name.")
+            if name in self.impls[kind]:
+                other = self.impls[kind][name].plugin
+                raise CinemlError(f"Two plugins register a {kind[:-1]} named {name!r}: {other!r} and "
+                                  f"{info.name!r}. Uninstall or disable one (CINEML_LOAD_PLUGINS).")
+            obj.plugin, obj.plugin_version = info.name, info.version
+            self.impls[kind][name] = obj
+            info.provides.setdefault(kind, []).append(name)
+            added.append((kind, name))
+
+        return register
+
+    def _rollback(self, module: ModuleType, added: list[tuple[str, str]]) -> None:
+        for kind, name in added:
+            self.impls[kind].pop(name, None)
+        self.pm.unregister(module)
+
+    def _failed(self, info: PluginInfo, label: str, exc: Exception, strict: bool) -> None:
+        message = f"Error loading {label}: {type(exc).__name__}: {exc}"
+        if strict:
+            raise CinemlError(message + " (fatal because CINEML_STRICT_PLUGINS is set, or the manifest names "
+                                        "this file).") from exc
+        info.error = f"{type(exc).__name__}: {exc}"
+        self.plugins.setdefault(info.name, info)
+        self.warn(message + " — skipped; set CINEML_STRICT_PLUGINS=1 to make this fatal.")
+
+
+def _import_file(path: Path, digest: str) -> ModuleType:
+    module_name = f"cineml_local_{path.stem}_{digest}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_registry() -> Registry:
+    """A registry with the built-ins and installed plugins loaded."""
+    registry = Registry()
+    registry.load_entry_points()
+    return registry

@@ -1,0 +1,64 @@
+"""``cineml new``: a commented project.toml that runs as it is (on a film CineML renders itself)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .api import CinemlError, atomic_path
+
+TEMPLATE = '''\
+# CineML project "{name}".  Run it with:  cineml run {path}
+# A stage whose settings and inputs did not change since the last run is skipped;
+# `cineml run --dry-run` says what would run and why.
+
+# Python files beside this manifest with your own layouts or plugins (loaded in sorted order).
+# plugins = ["my_layouts.py"]
+
+[project]
+name = "{name}"
+# Your film, relative to this folder. Put it in footage/ and delete the [source] table below.
+source = "footage/{name}.mp4"
+seed = 0
+
+# Until you have footage, CineML renders a short black-and-white film to the path above.
+[source]
+use = "synthetic"
+seconds = 12
+
+[extract]
+use = "fps"
+fps = 12             # frames kept per second of film (784 s at 12 fps -> 9408 frames)
+
+[[preprocess]]
+use = "letterbox"    # pad every frame to a power-of-two square with black bars; never crops
+size = 32            # 256, 512 or 1024 for real work (on a GPU)
+grayscale = true     # black-and-white film: train on one channel
+
+[train]
+use = "stylegan2"
+config = "tiny"      # "auto", "paper256" or "stylegan2" (config-f) on a GPU
+kimg = 0.5           # thousands of images shown to the discriminator
+snapshot_kimg = 0.05 # a fakes grid and a checkpoint this often
+
+[[compose]]
+use = "animation"    # every training fakes grid in order, as a video
+input = "fakes"
+fps = 6
+output = "fakes.mp4"
+
+[[compose]]
+use = "grid"         # a contact sheet of the film's frames
+input = "frames"
+count = 16
+output = "frames-grid.png"
+'''
+
+
+def write_project(folder: Path, name: str) -> Path:
+    """Write ``folder/project.toml``; refuse to overwrite an existing one."""
+    path = folder / "project.toml"
+    if path.exists():
+        raise CinemlError(f"{path} already exists; choose another name or edit that project.")
+    with atomic_path(path) as tmp:
+        tmp.write_text(TEMPLATE.format(name=name, path=path))
+    return path

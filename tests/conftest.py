@@ -1,0 +1,70 @@
+"""Shared fixtures: an isolated plugin environment and a toy project that runs in milliseconds."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import cineml.cli
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+TOY_MANIFEST = """\
+plugins = ["toy_plugins.py"]
+
+[project]
+name = "toy"
+source = "footage/film.txt"
+
+[source]
+use = "textfilm"
+frames = 5
+
+[extract]
+use = "lines"
+
+[[preprocess]]
+use = "upper"
+
+[train]
+use = "counter"
+
+[[compose]]
+use = "concat"
+input = "fakes"
+output = "fakes.txt"
+"""
+
+
+@pytest.fixture(autouse=True)
+def isolated_plugins(monkeypatch):
+    """Only built-in plugins (never the developer's installed ones), and a fresh registry per test."""
+    monkeypatch.setenv("CINEML_LOAD_PLUGINS", "")
+    monkeypatch.delenv("CINEML_STRICT_PLUGINS", raising=False)
+    cineml.cli._registry = None
+    yield
+    cineml.cli._registry = None
+
+
+@pytest.fixture
+def toy_project(tmp_path) -> Path:
+    """A project folder using the toy plugins; returns the manifest path."""
+    root = tmp_path / "toy"
+    root.mkdir()
+    shutil.copy(FIXTURES / "toy_plugins.py", root / "toy_plugins.py")
+    manifest = root / "project.toml"
+    manifest.write_text(TOY_MANIFEST)
+    return manifest
+
+
+@pytest.fixture
+def cli_run():
+    """Invoke the real click CLI in-process; returns (exit_code, stdout+stderr)."""
+
+    def invoke(*args: str):
+        cineml.cli._registry = None
+        result = CliRunner().invoke(cineml.cli.cli, [str(a) for a in args], catch_exceptions=False)
+        return result.exit_code, result.output
+
+    return invoke

@@ -1,0 +1,179 @@
+"""The pipeline: skip, re-run, --force, --only/--from/--to, --dry-run, atomic outputs, run.json."""
+
+import json
+import os
+import subprocess
+import sys
+
+from cineml.manifest import load_project
+from cineml.pipeline import Pipeline
+from cineml.plugins import load_registry
+
+
+def plan_of(manifest, *overrides, **kw):
+    project = load_project(manifest, load_registry(), overrides)
+    return {p.step.stage: (p.run, p.reason) for p in Pipeline(project, load_registry_for(project)).plan(**kw)}
+
+
+def load_registry_for(project):
+    reg = load_registry()
+    reg.load_files(project.plugins)
+    return reg
+
+
+def run(manifest, *overrides, **kw):
+    reg = load_registry()
+    project = load_project(manifest, reg, overrides)
+    pipe = Pipeline(project, reg)
+    planned = pipe.plan(**kw)
+    pipe.run(planned)
+    return {p.step.stage: (p.run, p.reason) for p in planned}
+
+
+def test_first_run_runs_everything_and_writes_outputs(toy_project):
+    root = toy_project.parent
+    ran = run(toy_project)
+    assert all(r for r, _ in ran.values()), ran
+    assert (root / "footage/film.txt").read_text().count("\n") == 5
+    frames = sorted((root / "frames").glob("*.txt"))
+    assert [f.read_text() for f in frames] == [f"FRAME {i}" for i in range(5)]
+    assert (root / "art/fakes.txt").read_text() == "fakes000000.png\nfakes000001.png"
+    assert (root / "snapshots.log").read_text().splitlines() == ["0.0 fakes000000.png", "1.0 fakes000001.png"]
+    record = json.loads((root / "run.json").read_text())
+    assert record["status"] == "finished"
+    assert [s["stage"] for s in record["stages"]] == ["source", "extract", "train", "compose:fakes.txt"]
+    assert record["plugins"]["toy_plugins.py"]["version"].startswith("local-")
+    assert all(s["fingerprint"] and s["seconds"] >= 0 for s in record["stages"])
+    assert not list((root / ".cineml/staging").iterdir())  # staging cleaned after success
+
+
+def test_second_run_skips_everything(toy_project):
+    run(toy_project)
+    second = run(toy_project)
+    assert second == {s: (False, "up to date") for s in second}
+
+
+def test_changed_setting_reruns_that_stage_and_everything_downstream(toy_project):
+    run(toy_project)
+    again = run(toy_project, "preprocess.0.suffix=!")
+    assert again["source"] == (False, "up to date")
+    assert again["extract"][0] and "preprocess chain changed" in again["extract"][1]
+    assert again["train"] == (True, "upstream extract changed")
+    assert again["compose:fakes.txt"] == (True, "upstream train changed")
+    assert (toy_project.parent / "frames/000001.txt").read_text() == "FRAME 0!"
+
+
+def test_reason_names_the_changed_option(toy_project):
+    run(toy_project)
+    plan = plan_of(toy_project, "train.snapshots=3")
+    assert plan["train"] == (True, "changed: snapshots: 2 -> 3")
+    assert plan["extract"] == (False, "up to date")
+
+
+def test_edited_footage_reruns_extract(toy_project):
+    film = toy_project.parent / "footage/film.txt"
+    film.parent.mkdir()
+    film.write_text("a\nb\n")
+    toy_project.write_text(toy_project.read_text().replace('[source]\nuse = "textfilm"\nframes = 5\n', ""))
+    run(toy_project)
+    assert plan_of(toy_project)["extract"] == (False, "up to date")
+    film.write_text("other\n")
+    plan = plan_of(toy_project)
+    assert "source" not in plan
+    assert plan["extract"] == (True, "changed: the film changed")
+
+
+def test_missing_output_reruns(toy_project):
+    run(toy_project)
+    (toy_project.parent / "art/fakes.txt").unlink()
+    plan = plan_of(toy_project)
+    assert plan["compose:fakes.txt"] == (True, "output missing (art/fakes.txt)")
+    assert plan["train"] == (False, "up to date")
+
+
+def test_force_only_from_to(toy_project):
+    run(toy_project)
+    assert plan_of(toy_project, force=("train",))["train"] == (True, "forced")
+    forced = plan_of(toy_project, force=("train",))
+    assert forced["compose:fakes.txt"] == (True, "upstream train changed")
+    assert {s for s, (r, _) in plan_of(toy_project, force=True, only=("extract",)).items() if r} == {"extract"}
+    assert {s for s, (r, _) in plan_of(toy_project, force=True, start="train").items() if r} == \
+        {"train", "compose:fakes.txt"}
+    assert {s for s, (r, _) in plan_of(toy_project, force=True, stop="extract").items() if r} == \
+        {"source", "extract"}
+    assert {s for s, (r, _) in plan_of(toy_project, force=True, only=("preprocess",)).items() if r} == {"extract"}
+
+
+def test_unknown_stage_name_is_a_clear_error(toy_project):
+    import pytest
+
+    from cineml import CinemlError
+
+    with pytest.raises(CinemlError, match="No stage named 'trian'"):
+        plan_of(toy_project, only=("trian",))
+
+
+def test_crash_mid_stage_leaves_no_output_that_looks_complete_and_resumes(toy_project):
+    root = toy_project.parent
+    env = {**os.environ, "CRASH_AFTER": "3", "CINEML_LOAD_PLUGINS": ""}
+    proc = subprocess.run([sys.executable, "-m", "cineml", "-q", "run", str(toy_project)], env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 9, proc.stderr  # died like kill -9 inside extract
+    assert (root / "footage/film.txt").exists()  # the stage before it completed
+    assert not (root / "frames").exists()  # never a half-written frames folder in place
+    staging = list((root / ".cineml/staging").glob("extract-*"))
+    assert len(staging) == 1 and len(list(staging[0].glob("*.txt"))) == 3  # partial work kept for resume
+    state = json.loads((root / ".cineml/state.json").read_text())
+    assert "source" in state and "extract" not in state
+    ran = run(toy_project)
+    assert ran["source"] == (False, "up to date") and ran["extract"] == (True, "never ran")
+    assert len(list((root / "frames").glob("*.txt"))) == 5
+
+
+def test_failed_stage_records_failure_in_run_json(toy_project):
+    import pytest
+
+    root = toy_project.parent
+    (root / "toy_plugins.py").write_text((root / "toy_plugins.py").read_text().replace(
+        'ctx.output.write_text(ctx.options["sep"]', 'raise RuntimeError("boom")\n        ctx.output.write_text('
+        'ctx.options["sep"]'))
+    with pytest.raises(RuntimeError, match="boom"):
+        run(toy_project)
+    record = json.loads((root / "run.json").read_text())
+    assert record["status"] == "failed" and "boom" in record["error"]
+    assert not (root / "art/fakes.txt").exists()
+
+
+def test_editing_a_local_plugin_file_reruns_its_stages(toy_project):
+    run(toy_project)
+    plugin = toy_project.parent / "toy_plugins.py"
+    plugin.write_text(plugin.read_text() + "\n# edited\n")
+    plan = plan_of(toy_project)
+    assert plan["source"][0] and "plugin toy_plugins.py local-" in plan["source"][1]
+
+
+def test_glob_input_tracks_its_files(toy_project):
+    root = toy_project.parent
+    (root / "stills").mkdir()
+    for i in range(3):
+        (root / "stills" / f"s{i}.png").write_bytes(b"x")
+    with toy_project.open("a") as f:
+        f.write('\n[[compose]]\nuse = "concat"\ninput = "stills/*.png"\nevery = 2\noutput = "stills.txt"\n')
+    run(toy_project)
+    assert (root / "art/stills.txt").read_text() == "s0.png\ns2.png"
+    (root / "stills" / "s2.png").write_bytes(b"changed")
+    plan = plan_of(toy_project)
+    assert plan["compose:stills.txt"] == (True, "changed: input files changed")
+
+
+def test_sampling_count_start_end(toy_project):
+    root = toy_project.parent
+    (root / "stills").mkdir()
+    for i in range(10):
+        (root / "stills" / f"s{i}.png").write_bytes(b"x")
+    with toy_project.open("a") as f:
+        f.write('\n[[compose]]\nuse = "concat"\ninput = "stills/*.png"\nstart = 1\nend = -1\ncount = 3\n'
+                'sep = ","\noutput = "s.txt"\n')
+    run(toy_project)
+    # natural sort (s2 before s10), start/end slice s1..s8, then 3 evenly spaced
+    assert (root / "art/s.txt").read_text() == "s1.png,s5.png,s8.png"
