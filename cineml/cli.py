@@ -92,12 +92,11 @@ def run(ctx: click.Context, manifest: str, overrides: tuple[str, ...], force: tu
     forced: bool | tuple[str, ...] = True if "all" in force else force
     planned = pipeline.plan(force=forced, only=only, start=start, stop=stop)
     if dry_run or not quiet:
-        table = Table(title=f"{project.name}: plan", show_edge=False)
-        for col in ("stage", "use", "action", "why"):
-            table.add_column(col)
+        out = Console(highlight=False) if dry_run else console
+        out.print(f"[bold]{project.name}[/bold]: plan", markup=True)
         for p in planned:
-            table.add_row(p.step.stage, p.step.impl.name, "[green]run[/green]" if p.run else "skip", p.reason)
-        Console(highlight=False).print(table) if dry_run else console.print(table)
+            action = "[green]run [/green]" if p.run else "skip"
+            out.print(f"  {action}  {p.step.stage} ({p.step.impl.name}): {p.reason}", markup=True, soft_wrap=True)
     if dry_run:
         return
     record = pipeline.run(planned)

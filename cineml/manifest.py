@@ -123,7 +123,7 @@ def validate_options(options: Sequence[Option], values: dict[str, Any], where: s
                 raise _fail(file, key, f"missing; expected {opt.describe_type()} ({opt.help})")
             result[opt.name] = opt.default
             continue
-        value = values[opt.name]
+        value = raw = values[opt.name]
         try:
             value = _convert(opt, value)
         except TypeError:
@@ -133,14 +133,14 @@ def validate_options(options: Sequence[Option], values: dict[str, Any], where: s
             if isinstance(value, str):
                 close = difflib.get_close_matches(value, [str(c) for c in opt.choices], n=1)
                 hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise _fail(file, key, f"{value!r} is not valid; expected {opt.describe_type()}.{hint}")
+            raise _fail(file, key, f"{raw!r} is not valid; expected {opt.describe_type()}.{hint}")
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if (opt.min is not None and value < opt.min) or (opt.max is not None and value > opt.max):
-                raise _fail(file, key, f"{value!r} is out of range; expected {opt.describe_type()}.")
+                raise _fail(file, key, f"{raw!r} is out of range; expected {opt.describe_type()}.")
         if opt.check is not None:
             problem = opt.check(value)
             if problem:
-                raise _fail(file, key, f"{value!r} is not valid: {problem}")
+                raise _fail(file, key, f"{raw!r} is not valid: {problem}")
         if opt.path and isinstance(value, str):
             path = (root / value).resolve()
             if opt.must_exist and not path.exists():

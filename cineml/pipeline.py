@@ -193,7 +193,7 @@ class Pipeline:
             fingerprints[step.stage] = fp
             output = self.output_path(step)
             previous = state.get(step.stage)
-            forced = force is True or (not isinstance(force, bool) and step.stage in _select(
+            forced = force is True or (not isinstance(force, bool) and bool(force) and step.stage in _select(
                 [s.stage for s in self.project.steps], force, None, None))
             ups_changed = [u for u in self._upstream(step) if u in changed]
             if step.stage not in selected:

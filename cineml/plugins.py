@@ -124,10 +124,10 @@ class Registry:
                         impl.function(*[self._register_for(kind, info, added) if a == "register" else None
                                         for a in impl.argnames])
         except CinemlError:
-            self._rollback(module, added)
+            self._rollback(module, info, added)
             raise
         except Exception as exc:
-            self._rollback(module, added)
+            self._rollback(module, info, added)
             self._failed(info, label, exc, strict)
 
     def _register_for(self, kind: str, info: PluginInfo, added: list[tuple[str, str]]) -> Callable[[Any], None]:
@@ -151,9 +151,11 @@ class Registry:
 
         return register
 
-    def _rollback(self, module: ModuleType, added: list[tuple[str, str]]) -> None:
+    def _rollback(self, module: ModuleType, info: PluginInfo, added: list[tuple[str, str]]) -> None:
+        """Undo a plugin's partial registration, so a half-loaded plugin provides nothing."""
         for kind, name in added:
             self.impls[kind].pop(name, None)
+        info.provides.clear()
         self.pm.unregister(module)
 
     def _failed(self, info: PluginInfo, label: str, exc: Exception, strict: bool) -> None:

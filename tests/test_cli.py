@@ -1,0 +1,60 @@
+"""The CLI end to end on the toy project: exit codes, dry runs, scaffolding, listings."""
+
+import json
+
+from cineml.scaffold import TEMPLATE
+
+
+def test_run_then_dry_run_explains(toy_project, cli_run):
+    code, out = cli_run("run", toy_project)
+    assert code == 0, out
+    assert (toy_project.parent / "art/fakes.txt").exists()
+    code, out = cli_run("run", toy_project, "--dry-run", "-S", "train.snapshots=3")
+    assert code == 0
+    assert "changed: snapshots: 2 -> 3" in out and "upstream train changed" in out
+    state = json.loads((toy_project.parent / ".cineml/state.json").read_text())
+    assert state["train"]["material"]["options"]["snapshots"] == 2  # dry run changed nothing
+
+
+def test_user_error_is_one_paragraph_exit_1(toy_project, cli_run):
+    code, out = cli_run("run", toy_project, "-S", "train.kimg=-1")
+    assert code == 1
+    assert out.startswith("Error:") and "train.kimg: -1 is out of range" in out
+    assert "Traceback" not in out
+
+
+def test_verbose_shows_traceback(toy_project, cli_run):
+    code, out = cli_run("-v", "run", toy_project, "-S", "train.kimg=-1")
+    assert code == 1 and "Traceback" in out
+
+
+def test_usage_error_exit_2(cli_run):
+    code, out = cli_run("run")
+    assert code == 2 and "Missing argument" in out
+
+
+def test_new_scaffolds_every_stage_and_refuses_overwrite(tmp_path, cli_run):
+    code, out = cli_run("new", "my-film", "--dir", tmp_path)
+    assert code == 0, out
+    manifest = tmp_path / "my-film" / "project.toml"
+    text = manifest.read_text()
+    for table in ("[project]", "[source]", "[extract]", "[[preprocess]]", "[train]", "[[compose]]"):
+        assert table in text
+    code, out = cli_run("new", "my-film", "--dir", tmp_path)
+    assert code == 1 and "already exists" in out
+    assert TEMPLATE.count("#") > 10  # commented for artists
+
+
+def test_plugins_json(cli_run):
+    code, out = cli_run("plugins", "--json")
+    assert code == 0
+    rows = json.loads(out)
+    assert {r["name"] for r in rows} >= {"fps", "letterbox", "stylegan2", "layouts", "animation", "synthetic"}
+    assert all(r["version"] and r["distribution"] == "cineml" for r in rows)
+
+
+def test_layouts_lists_project_local_layout(toy_project, cli_run):
+    code, out = cli_run("layouts", "--project", toy_project, "--json")
+    assert code == 0, out
+    stack = next(r for r in json.loads(out) if r["name"] == "stack")
+    assert stack["plugin"] == "toy_plugins.py" and stack["options"][0]["name"] == "gap"

@@ -1,0 +1,136 @@
+"""Manifest errors name the file, the key path, the bad value and what is expected."""
+
+import pytest
+
+from cineml import CinemlError
+from cineml.manifest import load_project
+from cineml.plugins import load_registry
+
+
+def load(manifest, *overrides):
+    return load_project(manifest, load_registry(), overrides)
+
+
+def error_of(manifest, *overrides) -> str:
+    with pytest.raises(CinemlError) as info:
+        load(manifest, *overrides)
+    return str(info.value)
+
+
+def edit(manifest, old, new):
+    text = manifest.read_text()
+    assert old in text
+    manifest.write_text(text.replace(old, new))
+
+
+def test_valid_manifest_loads_typed_settings(toy_project):
+    project = load(toy_project)
+    assert project.name == "toy" and project.root == toy_project.parent
+    assert [s.stage for s in project.steps] == ["source", "extract", "train", "compose:fakes.txt"]
+    train = project.step("train")
+    assert train.options == {"kimg": 1.0, "snapshots": 2} and isinstance(train.options["kimg"], float)
+    assert project.step("extract").chain[0][0].name == "upper"
+    assert project.source == toy_project.parent / "footage/film.txt"
+    assert project.step("compose:fakes.txt").options["every"] == 1
+
+
+def test_unknown_key_with_suggestion(toy_project):
+    edit(toy_project, "[train]\nuse = \"counter\"", "[train]\nuse = \"counter\"\nsnapshot = 3")
+    msg = error_of(toy_project)
+    assert str(toy_project) in msg and "train.snapshot: unknown option. Did you mean 'snapshots'?" in msg
+
+
+def test_wrong_type(toy_project):
+    msg = error_of(toy_project, 'train.kimg="lots"')
+    assert "train.kimg: 'lots' is not valid; expected a number" in msg
+
+
+def test_bool_is_not_a_number(toy_project):
+    assert "expected an integer" in error_of(toy_project, "train.snapshots=true")
+
+
+def test_out_of_range(toy_project):
+    msg = error_of(toy_project, "train.snapshots=0")
+    assert "train.snapshots: 0 is out of range; expected an integer >= 1" in msg
+
+
+def test_missing_file(toy_project):
+    edit(toy_project, '[source]\nuse = "textfilm"\nframes = 5\n', "")
+    msg = error_of(toy_project)
+    assert "project.source: 'footage/film.txt': no such file" in msg
+
+
+def test_unknown_implementation_with_suggestion(toy_project):
+    edit(toy_project, 'use = "upper"', 'use = "uper"')
+    msg = error_of(toy_project)
+    assert "preprocess[0].use: no preprocessor named 'uper' is installed. Did you mean 'upper'?" in msg
+    assert "cineml plugins" in msg
+
+
+def test_unknown_table(toy_project):
+    with toy_project.open("a") as f:
+        f.write("\n[trian]\nuse = 1\n")
+    assert "trian: unknown table. Did you mean 'train'?" in error_of(toy_project)
+
+
+def test_output_may_not_leave_the_project(toy_project):
+    msg = error_of(toy_project, 'compose.0.output="../../escape.txt"')
+    assert "compose[0].output: '../../escape.txt' leaves the project's art/ folder" in msg
+
+
+def test_output_suffix_checked(toy_project):
+    assert "'concat' writes .txt files" in error_of(toy_project, 'compose.0.output="x.mp4"')
+
+
+def test_missing_required_and_use(toy_project):
+    edit(toy_project, 'output = "fakes.txt"', "")
+    assert "compose[0].output: missing" in error_of(toy_project)
+
+
+def test_invalid_toml_names_the_file(toy_project):
+    toy_project.write_text("[train\n")
+    msg = error_of(toy_project)
+    assert str(toy_project) in msg and "not valid TOML" in msg
+
+
+def test_missing_manifest(tmp_path):
+    assert "no such project file" in error_of(tmp_path / "nope.toml")
+
+
+def test_stage_dependencies(toy_project):
+    edit(toy_project, '[extract]\nuse = "lines"\n\n[[preprocess]]\nuse = "upper"\n', "")
+    assert "train: needs the [extract] stage" in error_of(toy_project)
+
+
+def test_override_syntax_errors(toy_project):
+    assert "expected key=value" in error_of(toy_project, "train.kimg")
+    assert "no 5 at that point" in error_of(toy_project, "preprocess.5.suffix=x")
+
+
+def test_overrides_apply(toy_project):
+    project = load(toy_project, "train.kimg=2", "preprocess.0.suffix=!", "project.seed=7")
+    assert project.step("train").options["kimg"] == 2.0
+    assert project.step("extract").chain[0][1]["suffix"] == "!"
+    assert project.seed == 7
+
+
+def test_duplicate_compose_outputs(toy_project):
+    with toy_project.open("a") as f:
+        f.write('\n[[compose]]\nuse = "concat"\noutput = "fakes.txt"\n')
+    assert "compose[1].output: 'fakes.txt' is already written by compose[0]" in error_of(toy_project)
+
+
+def test_local_plugin_file_missing(toy_project):
+    edit(toy_project, '"toy_plugins.py"', '"nope.py"')
+    assert "plugins: 'nope.py': no such file" in error_of(toy_project)
+
+
+def test_choices_suggest(tmp_path):
+    from cineml import Option
+    from cineml.manifest import validate_options
+
+    opts = (Option("mode", str, "day", "Look.", choices=("day", "night")),)
+    with pytest.raises(CinemlError, match=r"x.mode: 'nigth' is not valid; expected one of 'day', 'night'. "
+                                          r"Did you mean 'night'\?"):
+        validate_options(opts, {"mode": "nigth"}, "x", tmp_path)
+    assert validate_options(opts, {}, "x", tmp_path) == {"mode": "day"}
