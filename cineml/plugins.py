@@ -99,6 +99,14 @@ class Registry:
             self._add(info, lambda path=path, digest=digest: _import_file(path, digest),
                       f'plugin file "{path}"', strict=True)
 
+    def add_plugin(self, plugin: Any, name: str, version: str = "0") -> None:
+        """Register an already-imported plugin (a module or any object with hook functions).
+
+        For tests and embedding; errors are raised, never just warned.
+        """
+        self._add(PluginInfo(name, version, "", "registered in code"), lambda: plugin, f'plugin "{name}"',
+                  strict=True)
+
     def _add(self, info: PluginInfo, load: Callable[[], ModuleType], label: str, strict: bool = False) -> None:
         strict = strict or os.environ.get("CINEML_STRICT_PLUGINS", "") not in ("", "0")
         if info.name in self.plugins:

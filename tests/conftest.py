@@ -8,6 +8,8 @@ from click.testing import CliRunner
 
 import cineml.cli
 
+pytest_plugins = ["cineml.testing"]  # the fixtures plugin authors get
+
 FIXTURES = Path(__file__).parent / "fixtures"
 
 TOY_MANIFEST = """\
