@@ -32,7 +32,68 @@ def hooks_page() -> str:
     return "\n".join(out)
 
 
-PAGES = {"hooks.md": hooks_page}
+def _option_table(options) -> list[str]:
+    rows = ["| option | type | default | what it does |", "| --- | --- | --- | --- |"]
+    for o in options:
+        default = "**required**" if o.required else f"`{o.default!r}`"
+        rows.append(f"| `{o.name}` | {o.describe_type()} | {default} | {o.help} |")
+    return rows
+
+
+def manifest_page() -> str:
+    """Every stage and every option of every built-in implementation, from their declarations."""
+    from cineml.manifest import COMPOSE_OPTIONS, PROJECT_OPTIONS, STAGE_KINDS
+    from cineml.plugins import Registry
+
+    registry = Registry()
+    registry.load_entry_points()
+    out = ["# Manifest reference", "",
+           "A project is a folder with a `project.toml`. Tables name an implementation with `use = \"...\"`;",
+           "the other keys are that implementation's options. Relative paths are relative to the project",
+           "folder. Override any value for one run with `cineml run project.toml -S train.kimg=2`.", "",
+           "_Generated from the built-in plugins' option declarations by `python docs/gen_docs.py`;",
+           "a test fails when they drift._", "",
+           "## Top level", "",
+           "`plugins = [\"my_layouts.py\"]`: Python files beside the manifest with your own plugins,",
+           "loaded in sorted order.", "",
+           "## `[project]`", "", *_option_table(PROJECT_OPTIONS), ""]
+    titles = {"source": "[source]", "extract": "[extract]", "preprocess": "[[preprocess]]", "train": "[train]",
+              "generate": "[generate]", "compose": "[[compose]]"}
+    for table, kind in STAGE_KINDS.items():
+        out += [f"## `{titles[table]}`", ""]
+        if table == "compose":
+            out += ["Every compose step takes these, whatever it uses:", "", *_option_table(COMPOSE_OPTIONS), "",
+                    "`use` names a composer below or a layout (see Layouts).", ""]
+        impls = {n: i for n, i in registry.impls[kind].items() if i.plugin_version}
+        for name, impl in sorted(impls.items()):
+            if table == "compose" and name == "layout":
+                continue
+            out += [f"### `use = \"{name}\"`", "", impl.help, "", *_option_table(impl.options), ""]
+    out += ["## Layouts", "", "Use a layout by name in a `[[compose]]` step (`use = \"grid\"`).", ""]
+    for name, lay in sorted(registry.impls["layouts"].items()):
+        out += [f"### `use = \"{name}\"`", "", lay.help, "", *_option_table(lay.options), ""]
+    return "\n".join(out)
+
+
+def cli_page() -> str:
+    """The CLI reference: every command's --help text."""
+    import click
+
+    from cineml.cli import cli, registry
+
+    for impl in registry().pm.hook.register_commands.get_hookimpls():
+        impl.function(cli)
+    out = ["# Command-line reference", "", "_Generated from `cineml --help` by `python docs/gen_docs.py`._", ""]
+    ctx = click.Context(cli, info_name="cineml", terminal_width=100)
+    out += ["## `cineml`", "", "```", cli.get_help(ctx), "```", ""]
+    for name in sorted(cli.commands):
+        command = cli.commands[name]
+        sub = click.Context(command, info_name=f"cineml {name}", parent=ctx, terminal_width=100)
+        out += [f"## `cineml {name}`", "", "```", command.get_help(sub), "```", ""]
+    return "\n".join(out)
+
+
+PAGES = {"hooks.md": hooks_page, "manifest.md": manifest_page, "cli.md": cli_page}
 
 if __name__ == "__main__":
     for name, make in PAGES.items():
