@@ -15,7 +15,20 @@ try:
 except PackageNotFoundError:  # running from a source tree without installing
     __version__ = "0.0.0"
 
-__all__ = [
+#: Layout helpers live in cineml.imaging (which imports PIL); they are re-exported here lazily so that
+#: ``import cineml`` stays instant for ``cineml --help``.
+_IMAGING = ("fit", "draw_text", "even_size", "parse_color", "load_images", "load_image", "label_text", "noise")
+
+
+def __getattr__(name: str):
+    if name in _IMAGING:
+        from . import imaging
+
+        return getattr(imaging, name)
+    raise AttributeError(f"module 'cineml' has no attribute {name!r}")
+
+
+__all__ = [*_IMAGING, 
     "REQUIRED", "CinemlError", "Composer", "Extractor", "Generator", "Implementation", "Layout",
     "Option", "Preprocessor", "Source", "StageContext", "Trainer", "atomic_path", "hookimpl", "layout",
     "__version__",

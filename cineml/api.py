@@ -109,6 +109,7 @@ class StageContext:
     hook: Any = None
     previous: Path | None = None  # this stage's last completed output, if any
     layouts: dict[str, Layout] = field(default_factory=dict)  # every registered layout, by name
+    where: str = ""  # the stage's key path in project.toml ("compose[2]"), for error messages
     log: Callable[[str], None] = print
     warn: Callable[[str], None] = print
 

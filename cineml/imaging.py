@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from PIL import Image, ImageColor, ImageDraw, ImageFont, ImageOps
+from PIL import Image, ImageColor, ImageDraw, ImageFont
 
 from .api import CinemlError
 
@@ -23,6 +23,9 @@ Color = tuple[int, int, int]
 
 #: Resampling used to shrink or enlarge tiles (LANCZOS keeps GAN textures crisp when shrinking).
 RESAMPLE = Image.Resampling.LANCZOS
+#: Shrink by whole factors first when reducing a lot (Pillow's ``reducing_gap``): several times
+#: faster than a plain LANCZOS pass at 4x, and visually the same at 3.
+REDUCING_GAP = 3.0
 
 _KIMG = re.compile(r"fakes(\d+(?:\.\d+)?)", re.IGNORECASE)
 _SEED = re.compile(r"seed(\d+)", re.IGNORECASE)
@@ -71,11 +74,15 @@ def fit(image: Image.Image, size: tuple[int, int], fill: Any = "black",
         raise CinemlError(f"Cannot fit an image into a {width}x{height} cell: both sides must be >= 1.")
     if image.size == (width, height):
         return image
-    if cover:
-        return ImageOps.fit(image, (width, height), method=resample)
+    if cover:  # crop the centre to the cell's aspect, then scale that box
+        scale = max(width / image.width, height / image.height)
+        box_w, box_h = width / scale, height / scale
+        left, top = (image.width - box_w) / 2, (image.height - box_h) / 2
+        return image.resize((width, height), resample, box=(left, top, left + box_w, top + box_h),
+                            reducing_gap=REDUCING_GAP)
     scale = min(width / image.width, height / image.height)
     new = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    scaled = image.resize(new, resample) if new != image.size else image
+    scaled = image.resize(new, resample, reducing_gap=REDUCING_GAP) if new != image.size else image
     if fill is None or scaled.size == (width, height):
         return scaled
     cell = Image.new(scaled.mode, (width, height), color_for(scaled, fill))
@@ -140,7 +147,7 @@ def flatten(image: Image.Image) -> Image.Image:
 
             array = np.asarray(image, dtype=np.uint32)
             peak = 65535 if image.mode.startswith("I;16") or array.max() > 255 else 255
-            return Image.fromarray((array * 255 // peak).astype(np.uint8), "L")
+            return Image.fromarray((array * 255 // peak).astype(np.uint8))
         return image.convert("L")
     if image.mode in ("LA", "PA") or (image.mode == "P" and "transparency" not in image.info
                                       and _palette_is_grey(image)):
@@ -319,7 +326,7 @@ def noise(size: tuple[int, int], seed: int = 0, scale: float = 64.0, octaves: in
         if cell <= 1.0:
             layer = grid[:height, :width]
         else:
-            big = Image.fromarray(grid, "F").resize((round(grid_w * cell), round(grid_h * cell)),
+            big = Image.fromarray(grid).resize((round(grid_w * cell), round(grid_h * cell)),
                                                     Image.Resampling.BICUBIC)
             layer = np.asarray(big)[:height, :width]
         total += amplitude * layer

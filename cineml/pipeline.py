@@ -263,7 +263,8 @@ class Pipeline:
         ctx = StageContext(project=project, stage=step.stage, options=dict(step.options), output=out,
                            inputs=inputs, progress=self.progress, hook=hook,
                            previous=p.output if p.output.exists() else None,
-                           layouts=dict(self.registry.impls["layouts"]), log=self.log, warn=self.warn)
+                           layouts=dict(self.registry.impls["layouts"]), where=step.where, log=self.log,
+                           warn=self.warn)
         self.log(f"[bold]{step.stage}[/bold] ({step.impl.name}, {p.reason})")
         hook.stage_started(project=project, stage=step.stage, options=ctx.options)
         started = time.perf_counter()

@@ -1,1 +1,366 @@
-"""Built-in plugin (work in progress)."""
+"""The animation composer: a sequence of images (e.g. every fakes grid in kimg order) -> MP4/GIF/WebP.
+
+Frames are built as numpy arrays in a frame function and encoded by MoviePy (about 4x faster than
+CompositeVideoClip). MoviePy 2.2.1 traps handled here: an image sequence loses its last frame to
+floating-point duration, ``pixel_format`` is ignored and odd sizes silently become yuv444p, and
+RGB input is converted to full-range video unless told otherwise. So the frame count is planned
+exactly, frames are padded to even sizes, and the colour conversion is spelled out for ffmpeg.
+MoviePy is imported only inside functions (``import moviepy`` reads a ``.env`` and is slow).
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from PIL import Image
+
+import cineml
+from cineml import CinemlError, Option, atomic_path, hookimpl
+from cineml.manifest import validate_options
+from cineml.imaging import draw_text, even_size, fit, label_text, load_image, parse_color
+
+LABELS = ("none", "index", "kimg", "seed", "time")
+PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+# RGB -> limited-range BT.709 yuv420p, tagged as such, whatever pixel format MoviePy asks for.
+X264_PARAMS = ["-vf", "scale=out_color_matrix=bt709:out_range=tv,format=yuv420p,"
+               "setparams=range=tv:colorspace=bt709:color_primaries=bt709:color_trc=bt709",
+               "-movflags", "+faststart"]
+
+
+def _fps_error(value: float) -> str | None:
+    if abs(round(value, 2) - value) > 1e-9:
+        return (f"fps = {value} has more than two decimals; MoviePy hands ffmpeg the rate rounded "
+                f"to two, which would drift. Use e.g. 6, 12, 23.98 or 29.97.")
+    return None
+
+
+def _color_error(value: Any) -> str | None:
+    try:
+        parse_color(value)
+    except CinemlError as error:
+        return str(error)
+    return None
+
+
+def frame_plan(stills: int, fps: float, seconds: float = 0.0,
+               crossfade: float = 0.0) -> list[tuple[int, int, float]]:
+    """Which still(s) each output frame shows: ``(a, b, t)`` blends still ``a`` into ``b`` by ``t``.
+
+    Without ``seconds`` every still gets one frame, plus ``round(crossfade * fps)`` blended
+    frames between neighbours. With ``seconds`` the total is ``round(seconds * fps)`` frames and
+    the stills share it evenly (the difference spread one frame at a time, never drifting). When
+    that is fewer frames than stills, crossfades shrink first, then stills are sampled evenly.
+    """
+    if stills < 1:
+        raise CinemlError("Nothing to animate: the compose step's input matched no images.")
+    blend = round(crossfade * fps)
+    total = round(seconds * fps) if seconds > 0 else stills + (stills - 1) * blend
+    if total < 1:
+        raise CinemlError(f"seconds = {seconds} at fps = {fps} is less than one frame; give a longer "
+                          f"duration or a higher fps.")
+    if stills == 1:
+        return [(0, 0, 0.0)] * total
+    if total < stills:  # more stills than frames: show an even sample of them
+        return [(s, s, 0.0) for s in (f * stills // total for f in range(total))]
+    blend = min(blend, (total - stills) // (stills - 1))
+    holds = total - (stills - 1) * blend
+    plan: list[tuple[int, int, float]] = []
+    for i in range(stills):
+        plan += [(i, i, 0.0)] * ((i + 1) * holds // stills - i * holds // stills)
+        if i < stills - 1:
+            plan += [(i, i + 1, j / (blend + 1)) for j in range(1, blend + 1)]
+    return plan
+
+
+def tiles_per_frame(layout: str, values: dict[str, Any]) -> int | None:
+    """How many images one frame of a per-frame layout shows, from its options (None: unknown)."""
+    for a, b in (("columns", "rows"), ("bays", "floors")):
+        if values.get(a) and values.get(b):
+            return int(values[a]) * int(values[b])
+    if values.get("frames_per_strip"):
+        return int(values["frames_per_strip"])
+    return None
+
+
+class _Prefetch:
+    """Renders stills in a worker thread a couple ahead of the encoder, so decoding and laying out
+    overlap x264. ``order`` is the stills in the order the frames need them."""
+
+    def __init__(self, render: Callable[[int], Any], order: Sequence[int], ahead: int = 2) -> None:
+        self.render, self.order, self.ahead = render, list(order), ahead
+        self.position = {still: k for k, still in enumerate(self.order)}
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="cineml-stills")
+        self.futures: dict[int, Future[Any]] = {}
+
+    def __call__(self, still: int) -> Any:
+        here = self.position[still]
+        for upcoming in self.order[here:here + self.ahead + 1]:
+            if upcoming not in self.futures:
+                self.futures[upcoming] = self.pool.submit(self.render, upcoming)
+        for old in [s for s in self.futures if self.position[s] < here - 1]:
+            del self.futures[old]
+        return self.futures[still].result()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _proglog_bridge(bar: Any) -> Any:
+    """A proglog logger that forwards MoviePy's frame counter to a CineML progress bar."""
+    import proglog
+
+    class Bridge(proglog.ProgressBarLogger):
+        def bars_callback(self, name: str, attr: str, value: Any, old_value: Any = None) -> None:
+            if name == "frame_index" and attr == "index":
+                bar.update(completed=value)
+
+        def callback(self, **changes: Any) -> None:  # MoviePy's chatter stays quiet
+            pass
+
+    return Bridge()
+
+
+class Animation(cineml.Composer):
+    """Animate images in order into an MP4 (or GIF/WebP), optionally laid out per frame."""
+
+    name = "animation"
+    suffixes = (".mp4", ".gif", ".webp")
+    options = (
+        Option("fps", float, 6.0, "Frames per second of the video.", min=0.1, max=240, check=_fps_error),
+        Option("seconds", float, 0.0, "Total duration; 0 gives one frame per image (plus crossfades).", min=0),
+        Option("crossfade", float, 0.0, "Seconds of dissolve between consecutive images.", min=0),
+        Option("label", str, "none", "A counter drawn on every frame.", choices=LABELS),
+        Option("label_size", int, 0, "Counter height in pixels; 0 scales with the frame.", min=0),
+        Option("audio", str, "none", "\"none\", \"source\" (the film's soundtrack, trimmed or looped "
+               "to length) or an audio file relative to the project folder."),
+        Option("layout", str, "", "A layout applied per frame; the input is dealt out into one "
+               "interleaved sequence per tile (e.g. each window plays its own film)."),
+        Option("layout_options", dict, {}, "Options of that layout, as in a layout step."),
+        Option("tiles", int, 0, "Images per laid-out frame; 0 reads it from the layout options "
+               "(columns x rows, bays x floors, frames_per_strip).", min=0),
+        Option("width", int, 0, "Scale frames to this width; 0 keeps the first frame's size.", min=0),
+        Option("height", int, 0, "Scale frames to this height; 0 keeps the aspect.", min=0),
+        Option("background", (str, list), "black", "Fills bars and padding.", check=_color_error),
+        Option("crf", int, 18, "x264 quality: lower is better and bigger (18 is visually lossless).",
+               min=0, max=51),
+        Option("preset", str, "medium", "x264 speed/size trade-off.", choices=PRESETS),
+    )
+
+    def compose(self, ctx: cineml.StageContext, images: list[Path]) -> None:
+        opts = {o.name: o.default for o in self.options}
+        opts.update(ctx.options)
+        suffix = ctx.output.suffix.lower()
+        if suffix not in self.suffixes:
+            raise CinemlError(f"Compose step {ctx.stage}: the animation composer writes .mp4, .gif or "
+                              f".webp, not {ctx.output.name!r}. Change the step's output name.")
+        message = _fps_error(float(opts["fps"]))
+        if message:
+            raise CinemlError(f"Compose step {ctx.stage}: {message}")
+        fps = float(opts["fps"])
+        groups, layout, layout_values = self._groups(ctx, images, opts)
+        plan = frame_plan(len(groups), fps, float(opts["seconds"]), float(opts["crossfade"]))
+        if len(plan) < len(groups):
+            ctx.warn(f"{ctx.stage}: {len(groups)} stills in {len(plan)} frames; showing an even "
+                     f"sample. Raise seconds or fps to show every one.")
+        render = _StillRenderer(groups, layout, layout_values, opts)
+        stills = _Prefetch(render, list(dict.fromkeys(s for a, b, _ in plan for s in (a, b))))
+
+        def frame(index: int) -> np.ndarray:
+            a, b, t = plan[index]
+            if t == 0.0:
+                return stills(a)[1]
+            (first, _, text_a), (second, _, text_b) = stills(a), stills(b)
+            mix = np.rint(first.astype(np.float32) * (1 - t) + second.astype(np.float32) * t)
+            # The counter does not dissolve: it switches at the middle of the crossfade.
+            return render.labelled(mix.astype(np.uint8), text_a if t < 0.5 else text_b)
+
+        try:
+            with atomic_path(ctx.output) as tmp:
+                if suffix == ".mp4":
+                    self._write_mp4(ctx, tmp, frame, len(plan), fps, opts)
+                else:
+                    if opts["audio"] != "none":
+                        ctx.warn(f"{ctx.stage}: {suffix} files carry no sound; audio is ignored.")
+                    _write_pictures(ctx, tmp, frame, len(plan), fps)
+        finally:
+            stills.close()
+
+    def _groups(self, ctx: cineml.StageContext, images: list[Path],
+                opts: dict[str, Any]) -> tuple[list[list[tuple[int, Path]]], Any, dict[str, Any]]:
+        """Stills as lists of (index, path): one image each, or one per tile for a layout."""
+        if not images:
+            raise CinemlError(f"Compose step {ctx.stage}: the input matched no images. Check `input` "
+                              f"and the count/every/start/end sampling.")
+        indexed = list(enumerate(images))
+        name = opts["layout"]
+        if not name:
+            return [[item] for item in indexed], None, {}
+        if name not in ctx.layouts:
+            known = ", ".join(sorted(ctx.layouts)) or "none registered"
+            raise CinemlError(f"Compose step {ctx.stage}: layout = {name!r} is not a registered layout "
+                              f"(known: {known}).")
+        layout = ctx.layouts[name]
+        values = validate_options(layout.options, dict(opts["layout_options"] or {}),
+                                  f"{ctx.stage}.layout_options", ctx.project.root,
+                                  ctx.project.manifest_path)
+        tiles = int(opts["tiles"]) or tiles_per_frame(name, values)
+        if not tiles:
+            raise CinemlError(f"Compose step {ctx.stage}: cannot tell how many images each frame of "
+                              f"layout {name!r} shows. Set tiles = N, or give the layout's size in "
+                              f"layout_options (columns and rows, or bays and floors).")
+        # Tile j plays images j, j + tiles, j + 2 * tiles...; a tile whose sequence ends holds its
+        # last image while the longer ones finish.
+        sequences = [indexed[j::tiles] for j in range(min(tiles, len(indexed)))]
+        count = max(len(seq) for seq in sequences)
+        return [[seq[min(t, len(seq) - 1)] for seq in sequences] for t in range(count)], layout, values
+
+    def _write_mp4(self, ctx: cineml.StageContext, tmp: Path, frame: Callable[[int], np.ndarray],
+                   total: int, fps: float, opts: dict[str, Any]) -> None:
+        from moviepy import AudioFileClip, VideoClip, afx
+
+        seconds = total / fps
+        # Half a frame of slack: MoviePy writes int(duration * fps) frames, and 90 / 6 * 6 may
+        # come out as 89.999...; frame times are rounded back to indices below.
+        clip = VideoClip(lambda t: frame(min(total - 1, round(t * fps))), duration=(total + 0.5) / fps)
+        audio_path = _audio_path(ctx, opts["audio"])
+        sound = None
+        if audio_path is not None:
+            problem = _audio_problem(audio_path)
+            try:
+                sound = None if problem else AudioFileClip(str(audio_path))
+            except Exception as error:  # MoviePy raises bare OSError/KeyError on odd files
+                problem = f"{type(error).__name__}: {error}"
+            if sound is None:
+                raise CinemlError(f"Compose step {ctx.stage}: cannot read a soundtrack from {audio_path} "
+                                  f"({problem}). Check that the file has an audio stream, or set "
+                                  f"audio = \"none\".")
+            if sound.duration < seconds:
+                track = sound.with_effects([afx.AudioLoop(duration=seconds)])
+            else:
+                track = sound.subclipped(0, seconds)
+            track = track.with_effects([afx.AudioFadeOut(min(0.5, seconds / 20))])
+            clip = clip.with_audio(track.with_duration(seconds))
+        try:
+            with ctx.progress("Encoding", total=total, unit="frames") as bar:
+                clip.write_videofile(
+                    str(tmp), fps=fps, codec="libx264", preset=opts["preset"],
+                    audio=sound is not None, audio_codec="aac", audio_bitrate="192k",
+                    temp_audiofile_path=str(tmp.parent),
+                    ffmpeg_params=["-crf", str(opts["crf"])] + X264_PARAMS,
+                    logger=_proglog_bridge(bar))
+        except OSError as error:
+            raise CinemlError(f"Compose step {ctx.stage}: ffmpeg failed writing {ctx.output.name}: "
+                              f"{str(error).strip()[-600:]}") from error
+        finally:
+            clip.close()
+            if sound is not None:
+                sound.close()
+
+
+class _StillRenderer:
+    """Builds still ``i``: load, lay out, fit, pad even; returns (plain, labelled, label text)."""
+
+    def __init__(self, groups: list[list[tuple[int, Path]]], layout: Any, values: dict[str, Any],
+                 opts: dict[str, Any]) -> None:
+        self.groups, self.layout, self.values = groups, layout, values
+        self.label, self.label_size = opts["label"], int(opts["label_size"])
+        self.background = parse_color(opts["background"])
+        self.width, self.height = int(opts["width"]), int(opts["height"])
+        self.size: tuple[int, int] | None = None
+
+    def __call__(self, index: int) -> np.ndarray:
+        images = [load_image(path, i) for i, path in self.groups[index]]
+        picture = self.layout(images, **self.values) if self.layout is not None else images[0]
+        picture = picture.convert("RGB") if picture.mode != "RGB" else picture
+        if self.size is None:  # the first still fixes the video's size
+            self.size = self._target(picture.size)
+        if picture.size != self.size:
+            picture = fit(picture, self.size, fill=self.background)
+        plain = np.asarray(even_size(picture, self.background))
+        text = label_text(images[0], self.label)
+        return plain, self.labelled(plain, text), text
+
+    def labelled(self, frame: np.ndarray, text: str) -> np.ndarray:
+        """``frame`` with the counter drawn in its lower-left corner (a copy; the input is kept)."""
+        if not text:
+            return frame
+        picture = Image.fromarray(frame)
+        size = self.label_size or max(10, picture.height // 22)
+        pad = max(2, size // 3)
+        draw_text(picture, (pad * 3, picture.height - pad * 3), text, size=size, fill="white",
+                  anchor="ld", box=(0, 0, 0), padding=pad)
+        return np.asarray(picture)
+
+    def _target(self, size: tuple[int, int]) -> tuple[int, int]:
+        width, height = size
+        if self.width and self.height:
+            return self.width, self.height
+        if self.width:
+            return self.width, max(1, round(self.width * height / width))
+        if self.height:
+            return max(1, round(self.height * width / height)), self.height
+        return width, height
+
+
+def _audio_path(ctx: cineml.StageContext, value: str) -> Path | None:
+    if value == "none" or not value:
+        return None
+    if value == "source":
+        source = ctx.inputs.get("source")
+        if source is None or not Path(source).is_file():
+            raise CinemlError(f"Compose step {ctx.stage}: audio = \"source\" but the project has no film "
+                              f"file to take the soundtrack from. Set [project] source, or give an "
+                              f"audio file path.")
+        return Path(source)
+    path = Path(value)
+    path = path if path.is_absolute() else ctx.project.root / path
+    if not path.is_file():
+        raise CinemlError(f"Compose step {ctx.stage}: audio = {value!r}: no such file {path}. Give a path "
+                          f"relative to the project folder, \"source\" or \"none\".")
+    return path
+
+
+def _audio_problem(path: Path) -> str | None:
+    """Why ``path`` has no readable audio stream, or None. Checked before MoviePy opens it,
+    because MoviePy's reader crashes in its destructor on files without sound."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    result = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path)],
+                            capture_output=True, text=True, errors="replace")
+    if "Audio:" in result.stderr:
+        return None
+    lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+    reason = lines[-1] if lines and "At least one output" not in lines[-1] else "no audio stream"
+    return reason if "Stream #" not in result.stderr else "no audio stream"
+
+
+def _write_pictures(ctx: cineml.StageContext, tmp: Path, frame: Callable[[int], np.ndarray],
+                    total: int, fps: float) -> None:
+    """Animated GIF/WebP through Pillow. GIF counts time in centiseconds, so frame durations are
+    rounded with the error carried forward: the total length stays right."""
+    gif = tmp.suffix.lower() == ".gif"
+    step = 10 if gif else 1
+    frames, durations, shown = [], [], 0
+    with ctx.progress("Rendering", total=total, unit="frames") as bar:
+        for index in range(total):
+            frames.append(Image.fromarray(frame(index)))
+            end = round((index + 1) * 1000 / fps / step) * step
+            durations.append(max(step, end - shown))
+            shown += durations[-1]
+            bar.advance()
+    if gif:
+        frames[0].save(tmp, "GIF", save_all=True, append_images=frames[1:], duration=durations,
+                       loop=0, optimize=False, disposal=1)
+    else:
+        frames[0].save(tmp, "WEBP", save_all=True, append_images=frames[1:], duration=durations,
+                       loop=0, quality=90, method=4)
+
+
+@hookimpl
+def register_composers(register: Any) -> None:
+    register(Animation())

@@ -1,0 +1,257 @@
+"""The animation composer: real encodes, decoded back with the bundled ffmpeg and measured."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+from PIL import Image
+
+from cineml import CinemlError
+from cineml.progress import Bar
+from cineml.testing import make_context
+from cineml_plugins import layouts
+from cineml_plugins.animate import Animation, frame_plan
+
+FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
+LAYOUTS = {layout.name: layout for layout in (layouts.grid, layouts.windows, layouts.filmstrip)}
+
+
+def stills(folder: Path, colors, size=(64, 48), name="fakes{:06d}.jpg") -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k, color in enumerate(colors):
+        path = folder / name.format(k * 4)
+        Image.new("RGB", size, color).save(path, quality=95)
+        paths.append(path)
+    return paths
+
+
+def animate(tmp_path: Path, paths: list[Path], output="out.mp4", **options) -> Path:
+    composer = Animation()
+    out = tmp_path / "staging" / output
+    ctx = make_context(tmp_path, composer, options=options, output=out,
+                       inputs={k: v for k, v in (("source", options.pop("_source", None)),) if v})
+    ctx.layouts = LAYOUTS
+    composer.compose(ctx, paths)
+    return out
+
+
+def probe(path: Path) -> str:
+    """ffmpeg's stream description (stderr of ``ffmpeg -i``)."""
+    return subprocess.run([FFMPEG, "-hide_banner", "-i", str(path)], capture_output=True, text=True).stderr
+
+
+def decode(path: Path, pix_fmt="rgb24", size=None) -> np.ndarray:
+    """Every video frame as an array (N, H, W, C); yuv420p returns the luma plane only."""
+    info = probe(path)
+    width, height = map(int, re.search(r", (\d+)x(\d+)", info[info.index("Video:"):]).groups())
+    raw = subprocess.run([FFMPEG, "-v", "error", "-i", str(path), "-map", "0:v", "-f", "rawvideo",
+                          "-pix_fmt", pix_fmt, "-"], capture_output=True, check=True).stdout
+    if pix_fmt == "yuv420p":
+        frame = width * height * 3 // 2
+        assert len(raw) % frame == 0
+        return np.frombuffer(raw, np.uint8).reshape(-1, frame)[:, :width * height].reshape(-1, height, width, 1)
+    return np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3)
+
+
+def audio_seconds(path: Path) -> tuple[float, float]:
+    """Decoded audio duration (from the sample count) and its RMS level."""
+    raw = subprocess.run([FFMPEG, "-v", "error", "-i", str(path), "-map", "0:a", "-f", "s16le", "-ac", "1",
+                          "-ar", "8000", "-"], capture_output=True, check=True).stdout
+    samples = np.frombuffer(raw, np.int16).astype(np.float32)
+    return len(samples) / 8000, float(np.sqrt(np.mean(samples[:8000] ** 2)))
+
+
+def test_frame_plan_counts():
+    assert len(frame_plan(90, 6)) == 90
+    assert frame_plan(3, 6, crossfade=0.5) == [(0, 0, 0.0), (0, 1, 0.25), (0, 1, 0.5), (0, 1, 0.75),
+                                                (1, 1, 0.0), (1, 2, 0.25), (1, 2, 0.5), (1, 2, 0.75),
+                                                (2, 2, 0.0)]
+    timed = frame_plan(4, 6, seconds=5, crossfade=0.5)
+    assert len(timed) == 30 and sum(1 for _, _, t in timed if t) == 9
+    holds = [sum(1 for a, b, t in timed if a == b == k) for k in range(4)]
+    assert sorted(holds) == [5, 5, 5, 6]
+    sampled = frame_plan(900, 6, seconds=15)
+    assert len(sampled) == 90 and sampled[1][0] == 10
+    assert len(frame_plan(4, 6, seconds=1, crossfade=2)) == 6  # crossfades shrink to fit
+    with pytest.raises(CinemlError):
+        frame_plan(0, 6)
+
+
+def test_ninety_odd_sized_jpegs_give_exactly_ninety_frames_limited_range(tmp_path):
+    levels = [0, 255] + [int(v) for v in np.linspace(10, 245, 88)]
+    out = animate(tmp_path, stills(tmp_path / "train", [(v, v, v) for v in levels], size=(65, 47)))
+    info = probe(out)
+    assert "Duration: 00:00:15.00" in info
+    assert re.search(r"yuv420p\(tv, bt709", info), info
+    assert ", 66x48" in info and " 6 fps" in info
+    luma = decode(out, "yuv420p")
+    assert luma.shape == (90, 48, 66, 1)
+    # Limited range: black is coded as 16 and white as 235, not 0 and 255.
+    assert abs(float(luma[0, :47, :65].mean()) - 16) < 2
+    assert abs(float(luma[1, :47, :65].mean()) - 235) < 2
+    assert [p.name for p in out.parent.iterdir()] == ["out.mp4"]
+
+
+def test_crossfade_frame_count_and_blends(tmp_path):
+    paths = stills(tmp_path / "train", [(0, 0, 0), (255, 255, 255), (0, 0, 0)])
+    out = animate(tmp_path, paths, crossfade=0.5, preset="ultrafast")
+    frames = decode(out)
+    assert len(frames) == 3 + 2 * 3  # a frame per still, three blended between each pair
+    means = frames.reshape(len(frames), -1).mean(axis=1)
+    assert means[0] < 5 and means[4] > 250 and means[8] < 5
+    assert 40 < means[1] < means[2] < means[3] < 215  # dissolving up...
+    assert means[5] > means[6] > means[7]  # ...and down
+    timed = decode(animate(tmp_path, paths, output="timed.mp4", seconds=4, crossfade=0.5, preset="ultrafast"))
+    assert len(timed) == 24
+
+
+def test_label_counter_and_progress(tmp_path):
+    paths = stills(tmp_path / "train", [(0, 0, 120)] * 6, size=(160, 120))
+    composer = Animation()
+    ctx = make_context(tmp_path, composer, options={"label": "kimg"}, output=tmp_path / "s" / "l.mp4")
+    seen = []
+
+    class Recording:  # a real Bar, remembered so the test can read where it got to
+        def __call__(self, description, total=None, unit=""):
+            import contextlib
+
+            @contextlib.contextmanager
+            def bar():
+                seen.append(Bar(None, None))
+                yield seen[-1]
+            return bar()
+
+    ctx.progress = Recording()
+    composer.compose(ctx, paths)
+    assert seen and seen[0].completed == 6
+    frames = decode(ctx.output)
+    corner = frames[:, 80:, :80].astype(int)
+    assert (corner.max(axis=(1, 2, 3)) > 200).all()  # white text in the lower left of every frame
+    assert not np.array_equal(frames[1, 80:, :80], frames[2, 80:, :80])  # "4 kimg" then "8 kimg"
+    # Crossfades dissolve the pictures, not the counter: it switches cleanly half-way.
+    faded = decode(animate(tmp_path, paths[:2], output="f.mp4", label="kimg", crossfade=0.5)).astype(int)
+    assert len(faded) == 5
+    corner = faded[:, 80:, :80]
+    assert np.abs(corner[1] - corner[0]).max() < 30 and np.abs(corner[2] - corner[4]).max() < 30
+    assert np.abs(corner[0] - corner[4]).max() > 100
+
+
+def make_film(path: Path, seconds: float) -> Path:
+    subprocess.run([FFMPEG, "-v", "error", "-y", "-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}",
+                    "-f", "lavfi", "-i", f"color=c=gray:s=64x48:d={seconds}", "-shortest",
+                    "-c:v", "libx264", "-c:a", "aac", str(path)], check=True)
+    return path
+
+
+def test_audio_from_the_film_is_looped_or_trimmed_to_length(tmp_path):
+    film = make_film(tmp_path / "film.mp4", 2.0)
+    looped = animate(tmp_path, stills(tmp_path / "a", [(50, 50, 50)] * 30), audio="source",
+                     _source=film, preset="ultrafast")
+    assert "Audio: aac" in probe(looped)
+    seconds, level = audio_seconds(looped)
+    assert abs(seconds - 5.0) < 0.06 and level > 1000
+    assert len(decode(looped)) == 30
+    subprocess.run([FFMPEG, "-v", "error", "-y", "-f", "lavfi", "-i", "sine=frequency=220:duration=3",
+                    str(tmp_path / "sound.wav")], check=True)
+    trimmed = animate(tmp_path, stills(tmp_path / "b", [(50, 50, 50)] * 12), output="t.mp4",
+                      audio="sound.wav", preset="ultrafast")
+    assert abs(audio_seconds(trimmed)[0] - 2.0) < 0.06
+    silent = animate(tmp_path, stills(tmp_path / "c", [(50, 50, 50)] * 6), output="s.mp4", preset="ultrafast")
+    assert "Audio:" not in probe(silent)
+
+
+def test_layout_per_frame_plays_one_sequence_per_tile(tmp_path):
+    colors = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255),
+              (255, 255, 255), (0, 0, 0)]
+    paths = stills(tmp_path / "g", colors, size=(32, 32))
+    out = animate(tmp_path, paths, layout="grid", preset="ultrafast",
+                  layout_options={"columns": 2, "rows": 1, "gutter": 0, "margin": 0})
+    frames = decode(out).astype(int)
+    assert frames.shape == (4, 32, 64, 3)
+    for t in range(4):  # left tile plays images 0, 2, 4, 6; the right one 1, 3, 5, 7
+        assert np.abs(frames[t, 8:24, 8:24] - colors[2 * t]).max() < 40
+        assert np.abs(frames[t, 8:24, 40:56] - colors[2 * t + 1]).max() < 40
+    facade = animate(tmp_path, paths[:6], output="w.mp4", layout="windows", preset="ultrafast",
+                     layout_options={"floors": 1, "bays": 2, "seed": 1})
+    info = probe(facade)
+    assert len(decode(facade)) == 3 and "yuv420p(tv" in info
+
+
+def test_gif_output_keeps_frame_count_and_length(tmp_path):
+    out = animate(tmp_path, stills(tmp_path / "g", [(k * 20, 0, 0) for k in range(9)]), output="a.gif")
+    with Image.open(out) as gif:
+        durations = []
+        for index in range(gif.n_frames):
+            gif.seek(index)
+            durations.append(gif.info["duration"])
+    assert len(durations) == 9 and sum(durations) == 1500  # 9 frames at 6 fps, in centiseconds
+
+
+def test_bad_settings_name_the_problem(tmp_path):
+    paths = stills(tmp_path / "x", [(1, 2, 3)] * 2)
+    with pytest.raises(CinemlError, match=r"layout_options\.colums: unknown option\. Did you mean 'columns'"):
+        animate(tmp_path, paths, layout="grid", layout_options={"colums": 2})
+    with pytest.raises(CinemlError, match="how many images each frame"):
+        animate(tmp_path, paths, layout="grid")
+    with pytest.raises(CinemlError, match="no such file"):
+        animate(tmp_path, paths, audio="missing.wav")
+    with pytest.raises(CinemlError, match="two decimals"):
+        animate(tmp_path, paths, fps=23.976)
+    with pytest.raises(CinemlError, match="no images"):
+        animate(tmp_path, [])
+    silent = tmp_path / "silent.mp4"
+    subprocess.run([FFMPEG, "-v", "error", "-y", "-f", "lavfi", "-i", "color=c=gray:s=64x48:d=1",
+                    str(silent)], check=True)
+    with pytest.raises(CinemlError, match="soundtrack"):
+        animate(tmp_path, paths, audio="source", _source=silent)
+    assert not list((tmp_path / "staging").glob("*.tmp*"))  # failures leave no partial file
+
+
+def test_engine_runs_layout_and_animation_steps(tmp_path):
+    from cineml.testing import make_project, run_project
+
+    folder = tmp_path / "project"
+    stills(folder / "stills", [(30 * k, 200 - 20 * k, 90) for k in range(8)], size=(48, 48), name="seed{:04d}.png")
+    manifest = make_project(folder, """
+        [project]
+        name = "demo"
+
+        [[compose]]
+        use = "windows"
+        input = "stills/*.png"
+        output = "facade.png"
+        bays = 4
+        labels = "seed"
+
+        [[compose]]
+        use = "animation"
+        input = "stills/*.png"
+        output = "facade.mp4"
+        fps = 4
+        layout = "windows"
+        layout_options = { floors = 1, bays = 2, time = "day" }
+    """)
+    run_project(manifest)
+    with Image.open(folder / "art" / "facade.png") as facade:
+        assert facade.width > 4 * 48
+    assert len(decode(folder / "art" / "facade.mp4")) == 4
+
+
+def test_more_stills_than_frames_shows_an_even_sample(tmp_path):
+    levels = [20 * k for k in range(12)]
+    paths = stills(tmp_path / "s", [(v, v, v) for v in levels])
+    composer = Animation()
+    ctx = make_context(tmp_path, composer, options={"seconds": 1.0, "preset": "ultrafast"},
+                       output=tmp_path / "st" / "s.mp4")
+    warnings = []
+    ctx.warn = warnings.append
+    composer.compose(ctx, paths)
+    means = decode(ctx.output).reshape(6, -1).mean(axis=1)
+    assert np.allclose(means, levels[::2], atol=3)
+    assert warnings and "12 stills in 6 frames" in warnings[0]
