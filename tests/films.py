@@ -1,0 +1,100 @@
+"""Make real test films with the bundled ffmpeg (lavfi testsrc2), and damaged copies of them.
+
+Import from any test: ``from films import make_film`` (tests/ is on sys.path under pytest's
+default rootdir-relative import mode), e.g. ``make_film(tmp_path / "a.mp4", frames=48, fps=24)``.
+"""
+
+from __future__ import annotations
+
+import random
+import subprocess
+from fractions import Fraction
+from pathlib import Path
+
+import imageio_ffmpeg
+
+FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def ffmpeg(*args: str) -> None:
+    """Run the bundled ffmpeg quietly; raise with its stderr on failure."""
+    result = subprocess.run([FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args],
+                            capture_output=True, text=True)
+    if result.returncode:
+        raise RuntimeError(f"ffmpeg {' '.join(args)} failed:\n{result.stderr}")
+
+
+def make_film(path: Path, *, seconds: float | None = None, frames: int | None = None,
+              fps: str | float = 25, size: tuple[int, int] = (160, 120), sar: str | None = None,
+              audio: bool = False, codec: str = "libx264", faststart: bool = True,
+              gop: int | None = None, rotation: int | None = None) -> Path:
+    """Write a testsrc2 film. Give ``frames`` (exact) or ``seconds`` (rounded to whole frames).
+
+    ``fps`` may be a rational string ("24000/1001"); ``sar`` like "16/15" is stored in the
+    stream; odd sizes use yuv444p (x264 needs even sizes for 4:2:0). ``faststart`` puts the moov
+    atom first, so a truncated copy still opens (mid-stream damage) - without it, truncation
+    loses the moov atom. ``rotation`` stores a display rotation (degrees), like phone footage.
+    """
+    rate = Fraction(str(fps))
+    if frames is None:
+        assert seconds is not None, "give seconds or frames"
+        frames = round(seconds * rate)
+    w, h = size
+    odd = w % 2 or h % 2
+    src = f"testsrc2=size={w + w % 2}x{h + h % 2}:rate={fps}"
+    vf = [f"format=yuv444p,crop={w}:{h}:0:0"] if odd else []
+    if sar:
+        vf.append(f"setsar={sar}")
+    args = ["-f", "lavfi", "-i", src]
+    if audio:
+        args += ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"]
+    args += ["-frames:v", str(frames), "-map", "0:v"]
+    if vf:
+        args += ["-vf", ",".join(vf)]
+    args += ["-c:v", codec]
+    args += ["-pix_fmt", "yuv444p" if odd else "yuv420p"]
+    if codec == "libx264":
+        args += ["-preset", "ultrafast"]
+    if gop:
+        args += ["-g", str(gop)]
+    if audio:
+        args += ["-map", "1:a", "-c:a", "aac", "-t", f"{float(frames / rate):.6f}"]
+    if faststart and path.suffix in (".mp4", ".mov"):
+        args += ["-movflags", "+faststart"]
+    if rotation is None:
+        ffmpeg(*args, str(path))
+        return path
+    plain = path.with_name(f"unrotated-{path.name}")
+    ffmpeg(*args, str(plain))
+    ffmpeg("-display_rotation", str(rotation), "-i", str(plain), "-c", "copy", str(path))
+    plain.unlink()
+    return path
+
+
+def truncate(src: Path, dst: Path, fraction: float = 0.5) -> Path:
+    """Copy the first ``fraction`` of the bytes (an interrupted copy or download)."""
+    data = src.read_bytes()
+    dst.write_bytes(data[: int(len(data) * fraction)])
+    return dst
+
+
+def garble(src: Path, dst: Path, at: float = 0.4, fraction: float = 0.15, seed: int = 1) -> Path:
+    """Overwrite ``fraction`` of the file with random bytes starting at ``at`` (disk/transfer damage)."""
+    data = bytearray(src.read_bytes())
+    start, n = int(len(data) * at), int(len(data) * fraction)
+    rng = random.Random(seed)
+    data[start:start + n] = bytes(rng.getrandbits(8) for _ in range(n))
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def make_image(path: Path, size: tuple[int, int] = (64, 48)) -> Path:
+    """A still image (PNG/JPEG by suffix): something that is not a film."""
+    ffmpeg("-f", "lavfi", "-i", f"testsrc2=size={size[0]}x{size[1]}", "-frames:v", "1", str(path))
+    return path
+
+
+def make_audio(path: Path, seconds: float = 1.0) -> Path:
+    """An audio-only file: a valid container with no video stream."""
+    ffmpeg("-f", "lavfi", "-i", "sine=frequency=440", "-t", str(seconds), str(path))
+    return path
