@@ -19,6 +19,7 @@ from rich.table import Table
 from . import __version__
 from .api import CinemlError, Option
 from .manifest import COMPOSE_OPTIONS, load_project
+from .plugin_scaffold import add_plugin_commands
 from .plugins import Registry, load_registry
 from .progress import Progress
 
@@ -163,6 +164,9 @@ def layouts(as_json: bool, manifest: str | None) -> None:
         for o in r["options"]:
             default = "required" if o["required"] else f"default {o['default']!r}"
             out.print(f"    {o['name']} — {o['type']}, {default}. {o['help']}")
+
+
+add_plugin_commands(cli)
 
 
 def main() -> None:

@@ -86,10 +86,15 @@ def cli_page() -> str:
     out = ["# Command-line reference", "", "_Generated from `cineml --help` by `python docs/gen_docs.py`._", ""]
     ctx = click.Context(cli, info_name="cineml", terminal_width=100)
     out += ["## `cineml`", "", "```", cli.get_help(ctx), "```", ""]
-    for name in sorted(cli.commands):
-        command = cli.commands[name]
-        sub = click.Context(command, info_name=f"cineml {name}", parent=ctx, terminal_width=100)
-        out += [f"## `cineml {name}`", "", "```", command.get_help(sub), "```", ""]
+    def walk(group: click.Group, parent: click.Context, prefix: str) -> None:
+        for name in sorted(group.commands):
+            command = group.commands[name]
+            sub = click.Context(command, info_name=f"{prefix} {name}", parent=parent, terminal_width=100)
+            out.extend([f"## `{prefix} {name}`", "", "```", command.get_help(sub), "```", ""])
+            if isinstance(command, click.Group):
+                walk(command, sub, f"{prefix} {name}")
+
+    walk(cli, ctx, "cineml")
     return "\n".join(out)
 
 
