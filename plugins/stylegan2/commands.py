@@ -1,0 +1,91 @@
+"""CLI commands of the stylegan2 plugin: ``cineml generate``, ``cineml import``, ``cineml export``.
+
+Added by :func:`add_commands` from the plugin's ``register_commands`` hook. torch is imported inside
+the command bodies only, so ``cineml --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from cineml import CinemlError
+
+
+def add_commands(cli: click.Group) -> None:
+    """Attach the commands to the top-level ``cineml`` group."""
+
+    @cli.command("generate")
+    @click.argument("manifest", type=click.Path(dir_okay=True, path_type=str))
+    @click.option("-S", "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                  help="Override a manifest value, e.g. -S generate.seeds=0-15 -S generate.truncation=0.7.")
+    @click.pass_context
+    def generate(ctx: click.Context, manifest: str, overrides: tuple[str, ...]) -> None:
+        """Run only the generate stage of a project (always re-runs it), e.g. for quick one-offs."""
+        from cineml.cli import console, registry
+        from cineml.manifest import load_project
+        from cineml.pipeline import Pipeline
+        from cineml.progress import Progress
+
+        quiet = bool(ctx.obj and ctx.obj.get("quiet"))
+        project = load_project(manifest, registry(), overrides)
+        if project.step("generate") is None:
+            raise CinemlError(f"{project.manifest_path} has no [generate] table; add one, e.g.\n"
+                              '[generate]\nuse = "stylegan2"\nseeds = "0-15"')
+        say = (lambda msg: None) if quiet else (lambda msg: console.print(msg, markup=True))
+        warn = lambda msg: console.print(f"[yellow]warning:[/yellow] {msg}", markup=True)  # noqa: E731
+        pipeline = Pipeline(project, registry(), Progress(console, enabled=not quiet), log=say, warn=warn)
+        pipeline.run(pipeline.plan(force=True, only=["generate"]))
+        say(f"[bold green]Done[/bold green]: images in {project.root / 'generated'}")
+
+    @cli.command("import")
+    @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+    @click.option("-o", "--output", "output", type=click.Path(dir_okay=False, path_type=Path),
+                  help="Checkpoint to write (default: FILE with the suffix .safetensors).")
+    @click.option("--no-d", "no_d", is_flag=True, help="Import the generators only (skip the discriminator).")
+    def import_(file: Path, output: Path | None, no_d: bool) -> None:
+        """Convert a StyleGAN2-ADA .pkl or rosinality .pt into a CineML checkpoint, running nothing from it."""
+        from .legacy import import_network, write_checkpoint
+
+        output = output or file.with_suffix(".safetensors")
+        if output.resolve() == file.resolve():
+            raise CinemlError(f"-o {output} would overwrite the file being imported; choose another name.")
+        imported = import_network(file, with_d=not no_d)
+        write_checkpoint(imported, output)
+        g = imported.G_ema
+        nets = ", ".join(n for n in ("G", "D", "G_ema") if getattr(imported, n) is not None)
+        click.echo(f"Imported {file.name} ({imported.format}: {g.img_resolution}x{g.img_resolution}, "
+                   f"{g.img_channels} channel(s), {nets}) -> {output}\n"
+                   f"Sample it with [generate] snapshot = \"{output}\", or fine-tune from it with "
+                   f"[train] resume = \"{output}\".")
+
+    @cli.command("export")
+    @click.argument("checkpoint", type=click.Path(exists=True, path_type=Path))
+    @click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+                  help="Where to write (OUT.safetensors, plus OUT.json with the settings).")
+    def export(checkpoint: Path, output: Path) -> None:
+        """Write the networks of a checkpoint (or training folder, or an imported .pkl/.pt) as safetensors + JSON.
+
+        The safetensors file holds only G, D and G_ema (no optimiser or RNG state) and is itself a CineML
+        checkpoint; the JSON beside it spells out the settings for people and other tools.
+        """
+        from cineml import atomic_path
+
+        from . import checkpoints as ckpt
+        from .legacy import import_network, is_foreign
+
+        output = output if output.suffix == ".safetensors" else output.with_name(output.name + ".safetensors")
+        if checkpoint.is_file() and is_foreign(checkpoint):
+            tensors, state = import_network(checkpoint).checkpoint()
+        else:
+            source = ckpt.find_checkpoint(checkpoint)
+            tensors, state = ckpt.load_checkpoint(source, ("G.", "D.", "G_ema."))
+            state = {k: v for k, v in state.items() if k in ("settings", "G_kwargs", "D_kwargs", "nimg",
+                                                                 "snapshot_nimg", "kimg", "imported")}
+            state["exported_from"] = str(source)
+        ckpt.save_checkpoint(output, tensors, state)
+        with atomic_path(output.with_suffix(".json")) as tmp:
+            tmp.write_text(json.dumps(state, indent=2))
+        click.echo(f"Exported {len(tensors)} tensors to {output} (settings in {output.with_suffix('.json')}).")

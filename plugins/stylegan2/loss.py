@@ -1,0 +1,86 @@
+"""StyleGAN2 losses: non-saturating logistic loss, lazy R1 on reals, path-length regularisation.
+
+Each ``*_loss`` method returns a scalar to back-propagate (the training loop multiplies the lazy
+regularisers by their interval) plus detached statistics for the log. Control decisions (the
+style-mixing coin and cut-off) are drawn on the CPU generator so CUDA runs never synchronise for them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .networks import Discriminator, Generator
+
+
+def run_generator(G: Generator, z: torch.Tensor, style_mixing: float = 0.0, update_w_avg: bool = True,
+                  noise_mode: str = "random") -> tuple[torch.Tensor, torch.Tensor]:
+    """G(z) with style mixing: with probability ``style_mixing`` the ws after a random cut-off come from a second z."""
+    ws = G.mapping(z, update_w_avg=update_w_avg)
+    if style_mixing > 0 and ws.shape[1] > 1:
+        cutoff = int(torch.randint(1, ws.shape[1], ()))
+        if float(torch.rand(())) < style_mixing:
+            ws2 = G.mapping(torch.randn_like(z))
+            ws = torch.cat([ws[:, :cutoff], ws2[:, cutoff:]], dim=1)
+    return G.synthesis(ws, noise_mode=noise_mode), ws
+
+
+def r1_penalty(D: Discriminator, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample squared gradient norm of D's logits at the real images (with graph, for double backward)."""
+    real = real.detach().requires_grad_(True)
+    logits = D(real)
+    (grad,) = torch.autograd.grad(logits.sum(), real, create_graph=True)
+    return grad.square().sum(dim=[1, 2, 3]), logits
+
+
+def path_lengths(img: torch.Tensor, ws: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-sample ``|J_w^T y|``: y is image-space noise scaled by 1/sqrt(H*W), averaged over the ws."""
+    if noise is None:
+        noise = torch.randn_like(img) / math.sqrt(img.shape[2] * img.shape[3])
+    (grad,) = torch.autograd.grad((img * noise).sum(), ws, create_graph=True)
+    return grad.square().sum(dim=2).mean(dim=1).sqrt()
+
+
+class StyleGAN2Loss:
+    """The four training phases' objectives for a generator ``G`` and discriminator ``D``."""
+
+    def __init__(self, G: Generator, D: Discriminator, r1_gamma: float, style_mixing: float = 0.9,
+                 pl_weight: float = 2.0, pl_decay: float = 0.01, pl_batch_shrink: int = 2) -> None:
+        self.G, self.D = G, D
+        self.r1_gamma, self.style_mixing = r1_gamma, style_mixing
+        self.pl_weight, self.pl_decay, self.pl_batch_shrink = pl_weight, pl_decay, pl_batch_shrink
+        self.pl_mean = torch.zeros([], device=next(G.parameters()).device)
+
+    def g_main(self, z: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Non-saturating generator loss ``softplus(-D(G(z)))``."""
+        img, _ = run_generator(self.G, z, self.style_mixing)
+        logits = self.D(img)
+        loss = F.softplus(-logits).mean()
+        return loss, {"loss_G": loss.detach(), "D_fake": logits.detach().mean()}
+
+    def g_reg(self, z: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Path-length penalty ``pl_weight * (|J^T y| - a)^2``, ``a`` a running mean (on batch/shrink samples)."""
+        n = max(z.shape[0] // self.pl_batch_shrink, 1)
+        img, ws = run_generator(self.G, z[:n], self.style_mixing)
+        lengths = path_lengths(img, ws)
+        pl_mean = self.pl_mean.lerp(lengths.mean(), self.pl_decay)
+        self.pl_mean.copy_(pl_mean.detach())
+        penalty = (lengths - pl_mean).square().mean()
+        return penalty * self.pl_weight, {"pl_penalty": penalty.detach(), "pl_mean": self.pl_mean.clone()}
+
+    def d_main(self, z: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Logistic discriminator loss ``softplus(D(G(z))) + softplus(-D(x))``."""
+        with torch.no_grad():
+            fake, _ = run_generator(self.G, z, self.style_mixing)
+        fake_logits = self.D(fake)
+        real_logits = self.D(real)
+        loss = (F.softplus(fake_logits) + F.softplus(-real_logits)).mean()
+        return loss, {"loss_D": loss.detach(), "D_real": real_logits.detach().mean()}
+
+    def d_reg(self, real: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """R1: ``gamma/2 * |grad_x D(x)|^2`` on reals."""
+        penalty, _ = r1_penalty(self.D, real)
+        penalty = penalty.mean()
+        return penalty * (self.r1_gamma / 2), {"r1_penalty": penalty.detach()}

@@ -1,0 +1,184 @@
+"""Training presets and the resolution of the artist's options into one settings record.
+
+The numbers are the StyleGAN2-ADA paper's ``train.py`` configurations (``stylegan2`` = config F,
+``paper256``, and ``auto``, which scales with resolution), plus ``tiny`` for CPU demos and tests.
+This module imports neither torch nor numpy: the plugin module uses it at start-up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from cineml import CinemlError
+
+CONFIGS = ("auto", "stylegan2", "paper256", "tiny")
+
+# Per-config values: (kimg, snapshot_kimg, batch, mbstd_group, channel_base, channel_max, map_layers, lr,
+# gamma, ema_kimg, ema_rampup). None: computed by the ``auto`` formulas from the resolution.
+_SPECS: dict[str, dict[str, Any]] = {
+    "stylegan2": dict(kimg=25000, snapshot_kimg=200, batch=32, mbstd_group=4, channel_base=32768,
+                      channel_max=512, map_layers=8, lr=0.002, gamma=10.0, ema_kimg=10.0, ema_rampup=None),
+    "paper256": dict(kimg=25000, snapshot_kimg=200, batch=64, mbstd_group=8, channel_base=16384,
+                     channel_max=512, map_layers=8, lr=0.0025, gamma=1.0, ema_kimg=20.0, ema_rampup=None),
+    "auto": dict(kimg=25000, snapshot_kimg=50, batch=None, mbstd_group=None, channel_base=None,
+                 channel_max=512, map_layers=2, lr=None, gamma=None, ema_kimg=None, ema_rampup=0.05),
+    # Small enough that a 32x32 run shows shapes within minutes on two CPU cores.
+    "tiny": dict(kimg=20, snapshot_kimg=1, batch=8, mbstd_group=4, channel_base=1024, channel_max=128,
+                 map_layers=2, lr=0.0025, gamma=None, ema_kimg=None, ema_rampup=0.05),
+}
+
+
+@dataclass
+class Settings:
+    """Everything a training run needs, resolved from preset + options + dataset; stored in checkpoints."""
+
+    config: str
+    resolution: int
+    img_channels: int
+    kimg: float
+    snapshot_kimg: float
+    batch: int
+    batch_gpu: int
+    mbstd_group: int
+    channel_base: int
+    channel_max: int
+    map_layers: int
+    lr: float
+    gamma: float
+    ema_kimg: float
+    ema_rampup: float | None
+    mirror: bool
+    seed: int
+    keep: int
+    device: str
+    grid: tuple[int, int]
+    resume: str | None = None
+    z_dim: int = 512
+    w_dim: int = 512
+    style_mixing: float = 0.9
+    pl_weight: float = 2.0
+    pl_decay: float = 0.01
+    pl_batch_shrink: int = 2
+    g_reg_interval: int = 4
+    d_reg_interval: int = 16
+    betas: tuple[float, float] = (0.0, 0.99)
+    eps: float = 1e-8
+
+    # Settings that define the network shapes: a checkpoint must agree on them to be resumed.
+    ARCH_KEYS = ("resolution", "img_channels", "channel_base", "channel_max", "map_layers", "z_dim", "w_dim")
+    # Settings an artist may change between an interrupted run and its continuation without notice.
+    FREE_KEYS = ("kimg", "snapshot_kimg", "keep", "device", "grid", "resume")
+
+    @property
+    def g_kwargs(self) -> dict[str, Any]:
+        return dict(z_dim=self.z_dim, w_dim=self.w_dim, img_resolution=self.resolution,
+                    img_channels=self.img_channels, channel_base=self.channel_base,
+                    channel_max=self.channel_max, map_layers=self.map_layers)
+
+    @property
+    def d_kwargs(self) -> dict[str, Any]:
+        return dict(img_resolution=self.resolution, img_channels=self.img_channels,
+                    channel_base=self.channel_base, channel_max=self.channel_max,
+                    mbstd_group_size=self.mbstd_group)
+
+    def to_json(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["grid"], d["betas"] = list(self.grid), list(self.betas)
+        return d
+
+
+def default_grid(resolution: int) -> tuple[int, int]:
+    """The reference's snapshot grid (an ~8K x 4K mosaic), capped at 16 x 9 below 128 px so grids stay quick."""
+    gw = max(7, min(7680 // resolution, 32))
+    gh = max(4, min(4320 // resolution, 32))
+    if resolution < 128:
+        gw, gh = min(gw, 16), min(gh, 9)
+    return gw, gh
+
+
+def auto_values(resolution: int, gpus: int = 1) -> dict[str, Any]:
+    """The ``auto`` config's formulas (StyleGAN2-ADA ``train.py``)."""
+    batch = max(min(gpus * min(4096 // resolution, 32), 64), gpus)
+    return dict(batch=batch, mbstd_group=min(batch // gpus, 4),
+                channel_base=32768 if resolution >= 512 else 16384,
+                lr=0.002 if resolution >= 1024 else 0.0025,
+                gamma=0.0002 * resolution ** 2 / batch, ema_kimg=batch * 10 / 32)
+
+
+def resolve(options: dict[str, Any], resolution: int, img_channels: int, project_seed: int = 0,
+            device: str = "cpu", arch_from: dict[str, Any] | None = None, arch_source: str = "") -> Settings:
+    """Preset values overridden by every option the artist set (``None`` means "from the preset").
+
+    ``arch_from`` holds the settings of a network we continue from (``arch_source`` says which, for
+    messages): its architecture is used unless the options name one explicitly (then they must agree).
+    """
+    config = options.get("config") or "auto"
+    if config not in CONFIGS:
+        raise CinemlError(f"[train] config = {config!r} is not a StyleGAN2 preset; use one of {', '.join(CONFIGS)}.")
+    spec = dict(_SPECS[config])
+    auto = auto_values(resolution)
+    for key, value in spec.items():
+        if value is None and key in auto:
+            spec[key] = auto[key]
+
+    def pick(key: str) -> Any:
+        value = options.get(key)
+        return spec[key] if value is None else value
+
+    batch = int(pick("batch"))
+    if config in ("auto", "tiny"):  # these scale gamma and the EMA half-life with the batch actually used
+        spec["gamma"] = 0.0002 * resolution ** 2 / batch
+        spec["ema_kimg"] = batch * 10 / 32
+    batch_gpu = int(options.get("batch_gpu") or batch)
+    if batch % batch_gpu:
+        raise CinemlError(f"[train] batch = {batch} is not a multiple of batch_gpu = {batch_gpu}; "
+                          "pick a batch_gpu that divides the batch.")
+    arch = {k: pick(k) for k in ("channel_base", "channel_max", "map_layers")}
+    if arch_from:
+        for key in [k for k in arch if k in arch_from]:
+            if options.get(key) is not None and options[key] != arch_from[key]:
+                raise CinemlError(
+                    f"[train] {key} = {options[key]} disagrees with the network of {arch_source} "
+                    f"({key} = {arch_from[key]}); remove {key} from [train] so that network's architecture "
+                    "is used, or start over in a fresh training folder.")
+            arch[key] = arch_from[key]
+    grid = options.get("grid")
+    if grid is None:
+        grid = default_grid(resolution)
+    elif not (isinstance(grid, (list, tuple)) and len(grid) == 2 and all(isinstance(g, int) and g > 0 for g in grid)):
+        raise CinemlError(f"[train] grid = {grid!r} must be two positive integers: [columns, rows], e.g. [8, 4].")
+    seed = options.get("seed")
+    dims = {k: int(arch_from[k]) for k in ("z_dim", "w_dim") if arch_from and k in arch_from}
+    return Settings(
+        **dims,
+        config=config, resolution=resolution, img_channels=img_channels,
+        kimg=float(pick("kimg")), snapshot_kimg=float(pick("snapshot_kimg")), batch=batch, batch_gpu=batch_gpu,
+        mbstd_group=int(options.get("mbstd_group") or spec["mbstd_group"]),
+        channel_base=int(arch["channel_base"]), channel_max=int(arch["channel_max"]),
+        map_layers=int(arch["map_layers"]), lr=float(pick("lr")), gamma=float(pick("gamma")),
+        ema_kimg=float(pick("ema_kimg")),
+        ema_rampup=None if options.get("resume") else spec["ema_rampup"],
+        mirror=bool(options.get("mirror", False)), seed=int(project_seed if seed is None else seed),
+        keep=int(pick_default(options, "keep", 3)), device=device,
+        grid=(int(grid[0]), int(grid[1])),
+        resume=None if options.get("resume") is None else str(options["resume"]),
+        style_mixing=float(pick_default(options, "style_mixing", 0.9)),
+        pl_weight=float(pick_default(options, "pl_weight", 2.0)))
+
+
+def pick_default(options: dict[str, Any], key: str, default: Any) -> Any:
+    value = options.get(key)
+    return default if value is None else value
+
+
+def expected_cpu_note(settings: Settings, sec_per_kimg: float, threads: int) -> str:
+    """One line telling the artist what CPU training costs at this size."""
+    left = max(settings.kimg, 0) * sec_per_kimg
+    hours = left / 3600
+    span = f"{hours:.1f} h" if hours >= 1 else f"{math.ceil(left / 60)} min"
+    return (f"Training on the CPU ({threads} thread{'' if threads == 1 else 's'}): about {sec_per_kimg:.0f} s per kimg at "
+            f"{settings.resolution}x{settings.resolution}, so kimg = {settings.kimg:g} takes about {span}; "
+            "a CUDA GPU is typically 50-200x faster.")

@@ -1,0 +1,264 @@
+"""The stylegan2 trainer end to end on the CPU: snapshots, exact resumption, kill -9, learning, bad frames."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
+
+from cineml import CinemlError
+from cineml.testing import make_context
+from cineml_plugins.stylegan2 import checkpoints as ckpt
+from cineml_plugins.stylegan2.dataset import open_frames
+from cineml_plugins.stylegan2.plugin import StyleGAN2Trainer
+from cineml_plugins.stylegan2.presets import default_grid, resolve
+
+RES = 16
+# A deliberately small network (the "tiny" preset with fewer channels) so every run takes seconds.
+FAST = {"config": "tiny", "channel_base": 256, "channel_max": 32, "batch": 8, "device": "cpu", "grid": [8, 4]}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: on a shared 2-core machine, OpenMP threads spinning against each other cost 5-10x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_frames(folder: Path, count: int = 32, res: int = RES, mode: str = "RGB") -> Path:
+    """Film-like frames with a fixed layout: bright left half, dark right half, plus grain."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        a = rng.integers(0, 40, (res, res, 3), dtype=np.uint8)
+        a[:, : res // 2] += 200
+        im = Image.fromarray(a)
+        (im.convert("L") if mode == "L" else im).save(folder / f"{i + 1:06d}.png")
+    return folder
+
+
+class Recorder:
+    """Stands in for the engine's hook relay: records snapshot_written calls."""
+
+    def __init__(self) -> None:
+        self.snapshots: list[dict] = []
+
+    def snapshot_written(self, **kwargs) -> None:
+        self.snapshots.append(kwargs)
+
+
+def run(tmp_path: Path, frames: Path, out: Path, hook=None, **options) -> list[str]:
+    impl = StyleGAN2Trainer()
+    ctx = make_context(tmp_path, impl, options={**FAST, **options}, inputs={"frames": frames}, output=out, hook=hook)
+    messages: list[str] = []
+    ctx.log = ctx.warn = messages.append
+    impl.train(ctx)
+    return messages
+
+
+def tensors_of(path: Path, prefix: str) -> dict:
+    with safe_open(str(path), framework="pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}
+
+
+def stats(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "stats.jsonl").read_text().splitlines()]
+
+
+def layout_contrast(png: Path, tile: int = RES) -> float:
+    """Mean over grid tiles of (left-half brightness - right-half brightness), in 0..255 units."""
+    a = np.asarray(Image.open(png).convert("L"), dtype=np.float64)
+    tiles = a.reshape(a.shape[0] // tile, tile, a.shape[1] // tile, tile).transpose(0, 2, 1, 3)
+    return float((tiles[..., : tile // 2].mean(axis=(2, 3)) - tiles[..., tile // 2:].mean(axis=(2, 3))).mean())
+
+
+# --- names and presets -------------------------------------------------------------------------------
+
+
+def test_snapshot_names_sort_in_training_order_and_parse_back():
+    nimgs = [0, 200, 400, 1000, 1200, 2000, 120000]
+    names = [ckpt.fakes_name(n) for n in nimgs]
+    assert names[:4] == ["fakes000000.png", "fakes000000_200.png", "fakes000000_400.png", "fakes000001.png"]
+    assert sorted(names) == names
+    assert [ckpt.parse_kimg(n) for n in names] == [n / 1000 for n in nimgs]
+    assert ckpt.checkpoint_name(120000) == "network-snapshot-000120.safetensors"
+    assert ckpt.parse_kimg("network-snapshot-000001_200.safetensors") == 1.2
+
+
+def test_presets_follow_stylegan2_ada_defaults():
+    auto = resolve({}, 256, 3)
+    assert (auto.batch, auto.mbstd_group, auto.channel_base, auto.map_layers) == (16, 4, 16384, 2)
+    assert auto.gamma == pytest.approx(0.8192) and auto.ema_kimg == pytest.approx(5.0) and auto.lr == 0.0025
+    assert resolve({}, 1024, 3).batch == 4 and resolve({}, 1024, 3).gamma == pytest.approx(52.4288)
+    f = resolve({"config": "stylegan2"}, 1024, 3)
+    assert (f.batch, f.gamma, f.ema_kimg, f.channel_base, f.map_layers, f.ema_rampup) == (32, 10, 10, 32768, 8, None)
+    p = resolve({"config": "paper256", "gamma": 3, "kimg": 1.2}, 256, 3)
+    assert (p.batch, p.mbstd_group, p.gamma, p.kimg, p.channel_base) == (64, 8, 3, 1.2, 16384)
+    assert default_grid(1024) == (7, 4) and default_grid(256) == (30, 16) and default_grid(32) == (16, 9)
+    with pytest.raises(CinemlError, match="batch_gpu"):
+        resolve({"batch": 8, "batch_gpu": 3}, 64, 3)
+
+
+def test_plugin_registers_without_importing_torch():
+    code = ("import sys; import cineml_plugins.stylegan2.plugin as p; found = []; p.register_trainers(found.append); "
+            "assert [t.name for t in found] == ['stylegan2'], found; "
+            "assert 'torch' not in sys.modules and 'numpy' not in sys.modules, 'heavy import at start-up'; "
+            "assert all(o.help for o in found[0].options)")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- training runs -----------------------------------------------------------------------------------
+
+
+def test_run_writes_snapshots_and_resumes_exactly(tmp_path):
+    frames = make_frames(tmp_path / "frames")
+    hook = Recorder()
+    out_a = tmp_path / "a"
+    run(tmp_path, frames, out_a, hook, kimg=0.048, snapshot_kimg=0.016, keep=2)
+    names = sorted(p.name for p in out_a.iterdir())
+    assert names == ["fakes000000.png", "fakes000000_016.png", "fakes000000_032.png", "fakes000000_048.png",
+                     "network-snapshot-000000_032.safetensors", "network-snapshot-000000_048.safetensors",
+                     "reals.png", "stats.jsonl", "training_options.json"]  # pruned to keep=2, cache removed
+    assert Image.open(out_a / "reals.png").size == (8 * RES, 4 * RES)
+    assert Image.open(out_a / "fakes000000_048.png").size == (8 * RES, 4 * RES)
+    lines = stats(out_a)
+    assert [r["kimg"] for r in lines] == [0.016, 0.032, 0.048]
+    for key in ("loss_G", "loss_D", "r1_penalty", "pl_penalty", "sec_per_kimg", "img_per_sec", "memory_mb"):
+        assert all(np.isfinite(r[key]) for r in lines if key in r)
+    assert "r1_penalty" in lines[0] and "pl_penalty" in lines[0]  # step 0 runs both regularisers
+    assert [h["kimg"] for h in hook.snapshots] == [0.016, 0.032, 0.048]
+    assert hook.snapshots[-1]["fakes"] == out_a / "fakes000000_048.png"
+    assert hook.snapshots[-1]["checkpoint"].exists()
+    state = ckpt.read_state(out_a / "network-snapshot-000000_048.safetensors")
+    assert state["nimg"] == 48 and state["step"] == 6 and state["settings"]["channel_max"] == 32
+
+    # The same schedule interrupted at 0.024 kimg (mid-interval) and continued gives identical networks.
+    out_b = tmp_path / "b"
+    run(tmp_path, frames, out_b, kimg=0.024, snapshot_kimg=0.016)
+    assert ckpt.list_checkpoints(out_b)[-1].name == "network-snapshot-000000_024.safetensors"
+    messages = run(tmp_path, frames, out_b, kimg=0.048, snapshot_kimg=0.016)
+    assert any("Resuming training from network-snapshot-000000_024" in m for m in messages)
+    assert [r["kimg"] for r in stats(out_b)] == [0.016, 0.024, 0.032, 0.048]
+    final_a = tensors_of(out_a / "network-snapshot-000000_048.safetensors", "")
+    final_b = tensors_of(out_b / "network-snapshot-000000_048.safetensors", "")
+    assert final_a.keys() == final_b.keys()
+    for key in final_a:
+        assert (final_a[key] == final_b[key]).all(), key
+    assert (out_a / "fakes000000_048.png").read_bytes() == (out_b / "fakes000000_048.png").read_bytes()
+
+    # Running a finished training again does nothing.
+    messages = run(tmp_path, frames, out_a, kimg=0.048, snapshot_kimg=0.016, keep=2)
+    assert any("nothing to do" in m for m in messages)
+
+    # Transfer learning from run A: kimg restarts, the networks start as A's final ones.
+    out_c = tmp_path / "c"
+    run(tmp_path, frames, out_c, kimg=0.016, snapshot_kimg=0.016, resume=out_a)  # the engine passes a Path
+    assert (out_c / "fakes000000.png").read_bytes() == (out_a / "fakes000000_048.png").read_bytes()
+    assert ckpt.read_state(out_c / "network-snapshot-000000_016.safetensors")["nimg"] == 16
+    assert json.loads((out_c / "training_options.json").read_text())["ema_rampup"] is None
+
+
+def test_sigkill_mid_run_then_rerun_resumes(tmp_path):
+    frames = make_frames(tmp_path / "frames")
+    out = tmp_path / "out"
+    options = {**FAST, "kimg": 2.0, "snapshot_kimg": 0.016}
+    script = tmp_path / "train.py"
+    script.write_text(
+        "import json, sys\nfrom pathlib import Path\nfrom cineml.testing import make_context\n"
+        "from cineml_plugins.stylegan2.plugin import StyleGAN2Trainer\n"
+        "impl = StyleGAN2Trainer()\n"
+        "ctx = make_context(Path(sys.argv[1]), impl, options=json.loads(sys.argv[2]),\n"
+        "                   inputs={'frames': Path(sys.argv[3])}, output=Path(sys.argv[4]))\n"
+        "impl.train(ctx)\n")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path), json.dumps(options), str(frames), str(out)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 120
+        while not ckpt.list_checkpoints(out):
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.time() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.05)
+        time.sleep(0.3)  # let it get into the middle of the next steps
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    last = ckpt.list_checkpoints(out)[-1]
+    resumed_kimg = ckpt.read_state(last)["kimg"]
+    assert (out / "dataset-cache.u8").exists()  # the frame cache survives and is reused
+
+    messages = run(tmp_path, frames, out, kimg=resumed_kimg + 0.032, snapshot_kimg=0.016)
+    assert any(f"Resuming training from {last.name} at {resumed_kimg:g} kimg" in m for m in messages)
+    assert not any(m.startswith("Reading") for m in messages)
+    kimgs = [r["kimg"] for r in stats(out)]
+    assert kimgs == sorted(set(kimgs)) and kimgs[-1] == pytest.approx(resumed_kimg + 0.032)
+    assert ckpt.read_state(ckpt.list_checkpoints(out)[-1])["nimg"] == round((resumed_kimg + 0.032) * 1000)
+    assert not (out / "dataset-cache.u8").exists()
+
+
+def test_training_learns_the_frames_layout(tmp_path):
+    """Bright-left/dark-right frames: the fakes' left-right contrast moves from ~0 to the reals' side."""
+    frames = make_frames(tmp_path / "frames", count=64)
+    out = tmp_path / "out"
+    run(tmp_path, frames, out, kimg=0.48, snapshot_kimg=0.24)
+    real = layout_contrast(out / "reals.png")
+    untrained = layout_contrast(out / "fakes000000.png")
+    trained = layout_contrast(out / "fakes000000_480.png")
+    assert real > 180
+    assert abs(untrained) < 0.25 * real  # an untrained generator has no such layout: the check can fail
+    assert trained > 0.5 * real, (untrained, trained, real)
+
+
+def test_grayscale_frames_train_a_one_channel_network(tmp_path):
+    frames = make_frames(tmp_path / "frames", count=8, mode="L")
+    out = tmp_path / "out"
+    run(tmp_path, frames, out, kimg=0.008, snapshot_kimg=0.008, mirror=True)
+    assert Image.open(out / "fakes000000_008.png").mode == "L"
+    state = ckpt.read_state(out / "network-snapshot-000000_008.safetensors")
+    assert state["G_kwargs"]["img_channels"] == 1
+    G = ckpt.load_generator(out)
+    assert G.synthesis.b16.torgb.weight.shape[0] == 1
+
+
+def test_divergence_names_the_last_good_checkpoint(tmp_path):
+    frames = make_frames(tmp_path / "frames", count=8)
+    out = tmp_path / "out"
+    run(tmp_path, frames, out, kimg=0.008, snapshot_kimg=0.008)
+    with pytest.raises(CinemlError, match=r"diverged at 0\.0\d+ kimg.*network-snapshot-000000_008"):
+        run(tmp_path, frames, out, kimg=0.2, snapshot_kimg=0.1, lr=1e30)
+
+
+# --- bad frames ------------------------------------------------------------------------------------
+
+
+def _save(folder: Path, name: str, size: tuple[int, int]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, (10, 20, 30)).save(folder / name)
+
+
+@pytest.mark.parametrize("sizes,match", [
+    ([], "holds no images"),
+    ([(16, 16), (32, 32)], r"000002\.png .* is 32x32 but 000001\.png is 16x16"),
+    ([(32, 18)], r"000001\.png .* is 32x18, not square.*letterbox"),
+    ([(24, 24)], r"000001\.png .* is 24x24, which is not a power of two.*letterbox"),
+])
+def test_bad_frames_raise_clear_errors(tmp_path, sizes, match):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, size in enumerate(sizes):
+        _save(folder, f"{i + 1:06d}.png", size)
+    with pytest.raises(CinemlError, match=match):
+        open_frames(folder, tmp_path / "out")
