@@ -27,7 +27,7 @@ RESAMPLE = Image.Resampling.LANCZOS
 #: faster than a plain LANCZOS pass at 4x, and visually the same at 3.
 REDUCING_GAP = 3.0
 
-_KIMG = re.compile(r"fakes(\d+(?:\.\d+)?)", re.IGNORECASE)
+_KIMG = re.compile(r"fakes(\d+)(?:[._](\d+))?", re.IGNORECASE)  # fakes000120, fakes000000_040 (0.04)
 _SEED = re.compile(r"seed(\d+)", re.IGNORECASE)
 _NUMBER = re.compile(r"(\d+)")
 
@@ -168,7 +168,7 @@ def metadata(path: str | Path, index: int = 0) -> dict[str, Any]:
     """What a file name says about an image: ``path``, ``index``, ``kimg``, ``seed``, ``time``.
 
     ``kimg`` comes from training grids (``fakes000120.png`` -> 120; fractional names such as
-    ``fakes000120.5.png`` -> 120.5), ``seed`` from generated stills (``seed0042.png`` -> 42) and
+    ``fakes000000_040.png``, the stylegan2 trainer's, -> 0.04), ``seed`` from generated stills (``seed0042.png`` -> 42) and
     ``time`` (seconds into the film) from the ``index.json`` an extractor writes beside frames.
     Missing facts are ``None`` so layouts can test for them.
     """
@@ -177,7 +177,7 @@ def metadata(path: str | Path, index: int = 0) -> dict[str, Any]:
     seed_match = _SEED.search(path.stem)
     kimg: float | int | None = None
     if kimg_match:
-        number = float(kimg_match.group(1))
+        number = float(f"{kimg_match.group(1)}.{kimg_match.group(2) or 0}")
         kimg = int(number) if number.is_integer() else number
     return {"path": str(path), "index": index, "kimg": kimg,
             "seed": int(seed_match.group(1)) if seed_match else None,

@@ -67,6 +67,7 @@ def test_even_size_pads_odd_sides_only():
 def test_metadata_from_names_and_frame_index(tmp_path):
     assert metadata(tmp_path / "fakes000120.png")["kimg"] == 120
     assert metadata(tmp_path / "fakes000120.5.png")["kimg"] == 120.5
+    assert metadata(tmp_path / "fakes000000_040.png")["kimg"] == 0.04  # the stylegan2 trainer's fractional names
     assert metadata(tmp_path / "seed0042.png")["seed"] == 42
     assert metadata(tmp_path / "fakes_init.png")["kimg"] is None
     frames = tmp_path / "frames"
