@@ -406,7 +406,9 @@ class StyleGAN2Generator(Generator):
         Option("noise_mode", str, "const", choices=NOISE_MODES,
                help="Per-pixel noise: \"const\" (fixed, repeatable), \"random\" (fresh grain per batch), \"none\"."),
         Option("class_index", int, None, min=0, help="Class to draw, for conditional networks only."),
-        Option("batch", int, 8, min=1, help="Images per forward pass."),
+        Option("batch", int, None, min=1,
+               help="Images per forward pass (default: 1 on the CPU, where batching measured slower "
+                    "(benchmarks/generate.py); 8 on a GPU)."),
         Option("device", str, "auto", choices=("auto", "cpu", "cuda"),
                help="\"auto\" uses a CUDA GPU when PyTorch sees one, else the CPU."),
         Option("walk", dict, None, check=_check(lambda v: parse_walk(v, "walk")),
@@ -434,7 +436,7 @@ def generate(ctx: StageContext) -> None:
         raise CinemlError(f"generate.noise_mode = {noise_mode!r} must be one of {', '.join(NOISE_MODES)}.")
     class_index = o["class_index"]
     device = pick_device(o["device"])
-    batch = int(o["batch"])
+    batch = int(o["batch"] or (8 if device.type == "cuda" else 1))
     train_dir = ctx.inputs.get("train")
     net = load_network(o["snapshot"], Path(train_dir) if train_dir else None, ctx.project.root)
     G = net.G.to(device).eval().requires_grad_(False)
