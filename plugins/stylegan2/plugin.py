@@ -1,4 +1,4 @@
-"""Registers the built-in ``stylegan2`` trainer (StyleGAN2 config F in plain PyTorch).
+"""Registers the built-in ``stylegan2`` trainer and generator, and the generate / import / export commands.
 
 Imports neither torch nor numpy: the engine imports every plugin module at start-up, and the training
 code is loaded only when a training stage actually runs.
@@ -69,3 +69,17 @@ class StyleGAN2Trainer(Trainer):
 @hookimpl
 def register_trainers(register):  # noqa: ANN001 (pluggy passes the engine's register callable)
     register(StyleGAN2Trainer())
+
+
+@hookimpl
+def register_generators(register):  # noqa: ANN001
+    from .generator import StyleGAN2Generator  # numpy, PIL and cineml only: torch loads when it generates
+
+    register(StyleGAN2Generator())
+
+
+@hookimpl
+def register_commands(cli):  # noqa: ANN001
+    from .commands import add_commands  # cineml generate / import / export
+
+    add_commands(cli)
