@@ -158,12 +158,14 @@ def layouts(as_json: bool, manifest: str | None) -> None:
         click.echo(json.dumps(rows, indent=2, default=str))
         return
     out = Console(highlight=False)
-    out.print("Every [[compose]] step also takes: " + ", ".join(o.name for o in COMPOSE_OPTIONS) + ".\n")
+    out.print("Every [[compose]] step also takes: " + ", ".join(o.name for o in COMPOSE_OPTIONS) + ".\n",
+              markup=False)
     for r in rows:
-        out.print(f"[bold]{r['name']}[/bold] ({r['plugin']}): {r['help']}")
+        out.print(f"[bold]{r['name']}[/bold] ({r['plugin']}): ", end="")
+        out.print(r["help"], markup=False)
         for o in r["options"]:
             default = "required" if o["required"] else f"default {o['default']!r}"
-            out.print(f"    {o['name']} — {o['type']}, {default}. {o['help']}")
+            out.print(f"    {o['name']} — {o['type']}, {default}. {o['help']}", markup=False)
 
 
 add_plugin_commands(cli)

@@ -136,8 +136,8 @@ class Animation(cineml.Composer):
         Option("label_size", int, 0, "Counter height in pixels; 0 scales with the frame.", min=0),
         Option("audio", str, "none", "\"none\", \"source\" (the film's soundtrack, trimmed or looped "
                "to length) or an audio file relative to the project folder."),
-        Option("layout", str, "", "A layout applied per frame; the input is dealt out into one "
-               "interleaved sequence per tile (e.g. each window plays its own film)."),
+        Option("layout", str, "", "A layout applied per frame; the input is split into one "
+               "contiguous stretch per tile (e.g. each window plays its own part of a walk)."),
         Option("layout_options", dict, {}, "Options of that layout, as in a layout step."),
         Option("tiles", int, 0, "Images per laid-out frame; 0 reads it from the layout options "
                "(columns x rows, bays x floors, frames_per_strip).", min=0),
@@ -154,11 +154,11 @@ class Animation(cineml.Composer):
         opts.update(ctx.options)
         suffix = ctx.output.suffix.lower()
         if suffix not in self.suffixes:
-            raise CinemlError(f"Compose step {ctx.stage}: the animation composer writes .mp4, .gif or "
+            raise CinemlError(f"Compose step {ctx.where or ctx.stage}: the animation composer writes .mp4, .gif or "
                               f".webp, not {ctx.output.name!r}. Change the step's output name.")
         message = _fps_error(float(opts["fps"]))
         if message:
-            raise CinemlError(f"Compose step {ctx.stage}: {message}")
+            raise CinemlError(f"Compose step {ctx.where or ctx.stage}: {message}")
         fps = float(opts["fps"])
         groups, layout, layout_values = self._groups(ctx, images, opts)
         plan = frame_plan(len(groups), fps, float(opts["seconds"]), float(opts["crossfade"]))
@@ -192,7 +192,7 @@ class Animation(cineml.Composer):
                 opts: dict[str, Any]) -> tuple[list[list[tuple[int, Path]]], Any, dict[str, Any]]:
         """Stills as lists of (index, path): one image each, or one per tile for a layout."""
         if not images:
-            raise CinemlError(f"Compose step {ctx.stage}: the input matched no images. Check `input` "
+            raise CinemlError(f"Compose step {ctx.where or ctx.stage}: the input matched no images. Check `input` "
                               f"and the count/every/start/end sampling.")
         indexed = list(enumerate(images))
         name = opts["layout"]
@@ -200,20 +200,21 @@ class Animation(cineml.Composer):
             return [[item] for item in indexed], None, {}
         if name not in ctx.layouts:
             known = ", ".join(sorted(ctx.layouts)) or "none registered"
-            raise CinemlError(f"Compose step {ctx.stage}: layout = {name!r} is not a registered layout "
+            raise CinemlError(f"Compose step {ctx.where or ctx.stage}: layout = {name!r} is not a registered layout "
                               f"(known: {known}).")
         layout = ctx.layouts[name]
         values = validate_options(layout.options, dict(opts["layout_options"] or {}),
-                                  f"{ctx.stage}.layout_options", ctx.project.root,
+                                  f"{ctx.where or ctx.stage}.layout_options", ctx.project.root,
                                   ctx.project.manifest_path)
         tiles = int(opts["tiles"]) or tiles_per_frame(name, values)
         if not tiles:
-            raise CinemlError(f"Compose step {ctx.stage}: cannot tell how many images each frame of "
+            raise CinemlError(f"Compose step {ctx.where or ctx.stage}: cannot tell how many images each frame of "
                               f"layout {name!r} shows. Set tiles = N, or give the layout's size in "
                               f"layout_options (columns and rows, or bays and floors).")
-        # Tile j plays images j, j + tiles, j + 2 * tiles...; a tile whose sequence ends holds its
-        # last image while the longer ones finish.
-        sequences = [indexed[j::tiles] for j in range(min(tiles, len(indexed)))]
+        # Tile j plays its own contiguous stretch of the input (a looping latent walk gives each
+        # window a different, smooth part of it); a tile whose stretch is shorter holds its last image.
+        length = -(-len(indexed) // tiles)
+        sequences = [indexed[j * length:(j + 1) * length] for j in range(tiles) if indexed[j * length:]]
         count = max(len(seq) for seq in sequences)
         return [[seq[min(t, len(seq) - 1)] for seq in sequences] for t in range(count)], layout, values
 
@@ -234,7 +235,7 @@ class Animation(cineml.Composer):
             except Exception as error:  # MoviePy raises bare OSError/KeyError on odd files
                 problem = f"{type(error).__name__}: {error}"
             if sound is None:
-                raise CinemlError(f"Compose step {ctx.stage}: cannot read a soundtrack from {audio_path} "
+                raise CinemlError(f"Compose step {ctx.where or ctx.stage}: cannot read a soundtrack from {audio_path} "
                                   f"({problem}). Check that the file has an audio stream, or set "
                                   f"audio = \"none\".")
             if sound.duration < seconds:
@@ -252,7 +253,7 @@ class Animation(cineml.Composer):
                     ffmpeg_params=["-crf", str(opts["crf"])] + X264_PARAMS,
                     logger=_proglog_bridge(bar))
         except OSError as error:
-            raise CinemlError(f"Compose step {ctx.stage}: ffmpeg failed writing {ctx.output.name}: "
+            raise CinemlError(f"Compose step {ctx.where or ctx.stage}: ffmpeg failed writing {ctx.output.name}: "
                               f"{str(error).strip()[-600:]}") from error
         finally:
             clip.close()
@@ -311,14 +312,14 @@ def _audio_path(ctx: cineml.StageContext, value: str) -> Path | None:
     if value == "source":
         source = ctx.inputs.get("source")
         if source is None or not Path(source).is_file():
-            raise CinemlError(f"Compose step {ctx.stage}: audio = \"source\" but the project has no film "
+            raise CinemlError(f"Compose step {ctx.where or ctx.stage}: audio = \"source\" but the project has no film "
                               f"file to take the soundtrack from. Set [project] source, or give an "
                               f"audio file path.")
         return Path(source)
     path = Path(value)
     path = path if path.is_absolute() else ctx.project.root / path
     if not path.is_file():
-        raise CinemlError(f"Compose step {ctx.stage}: audio = {value!r}: no such file {path}. Give a path "
+        raise CinemlError(f"Compose step {ctx.where or ctx.stage}: audio = {value!r}: no such file {path}. Give a path "
                           f"relative to the project folder, \"source\" or \"none\".")
     return path
 
