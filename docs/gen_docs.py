@@ -84,12 +84,13 @@ def cli_page() -> str:
     for impl in registry().pm.hook.register_commands.get_hookimpls():
         impl.function(cli)
     out = ["# Command-line reference", "", "_Generated from `cineml --help` by `python docs/gen_docs.py`._", ""]
-    ctx = click.Context(cli, info_name="cineml", terminal_width=100)
+    ctx = click.Context(cli, info_name="cineml", terminal_width=100, max_content_width=100, **cli.context_settings)
     out += ["## `cineml`", "", "```", cli.get_help(ctx), "```", ""]
     def walk(group: click.Group, parent: click.Context, prefix: str) -> None:
         for name in sorted(group.commands):
             command = group.commands[name]
-            sub = click.Context(command, info_name=f"{prefix} {name}", parent=parent, terminal_width=100)
+            sub = click.Context(command, info_name=f"{prefix} {name}", parent=parent, terminal_width=100,
+                                max_content_width=100)
             out.extend([f"## `{prefix} {name}`", "", "```", command.get_help(sub), "```", ""])
             if isinstance(command, click.Group):
                 walk(command, sub, f"{prefix} {name}")
