@@ -1,0 +1,33 @@
+"""Refresh the tutorial's pictures from a demo run: `cineml run projects/demo/project.toml`, then
+`python docs/tutorial_images.py`. Pictures are re-encoded small so the repository stays light."""
+
+from pathlib import Path
+
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "projects" / "demo"
+OUT = ROOT / "docs" / "images"
+
+PICTURES = {  # source in the demo folder -> (picture name, width)
+    "frames/000013.jpg": ("frame.png", 128),
+    "train/reals.png": ("reals.jpg", 512),
+    "train/fakes000000.png": ("fakes-untrained.jpg", 512),
+    "train/fakes000005.png": ("fakes-5kimg.jpg", 512),
+    "train/fakes000010.png": ("fakes-10kimg.jpg", 512),
+    "art/filmstrip.png": ("filmstrip.jpg", 800),
+    "art/generated-grid.png": ("generated-grid.jpg", 480),
+    "art/windows.png": ("windows.jpg", 600),
+}
+
+if __name__ == "__main__":
+    OUT.mkdir(exist_ok=True)
+    for source, (name, width) in PICTURES.items():
+        image = Image.open(DEMO / source)
+        image = image.convert("RGB") if name.endswith(".jpg") else image
+        if image.width > width:
+            image = image.resize((width, round(image.height * width / image.width)), Image.LANCZOS)
+        elif image.width < width:
+            image = image.resize((width, round(image.height * width / image.width)), Image.NEAREST)
+        image.save(OUT / name, quality=82)
+        print(f"docs/images/{name}: {(OUT / name).stat().st_size // 1024} KiB")
