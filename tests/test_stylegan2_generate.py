@@ -310,14 +310,13 @@ def test_mixing_grid_geometry(tmp_path, train_dir):
 
 
 def _cli():
-    group = cineml.cli.CinemlGroup(name="cineml")
-    add_commands(group)
-    return group
+    """The real ``cineml`` group with this plugin's commands, as ``main()`` builds it."""
+    add_commands(cineml.cli.cli)
+    return cineml.cli.cli
 
 
 def invoke(*args) -> tuple[int, str]:
-    result = CliRunner().invoke(_cli(), [str(a) for a in args], obj={"quiet": True, "verbose": False},
-                                catch_exceptions=False)
+    result = CliRunner().invoke(_cli(), ["-q", *[str(a) for a in args]], catch_exceptions=False)
     return result.exit_code, result.output
 
 

@@ -24,21 +24,9 @@ def add_commands(cli: click.Group) -> None:
     @click.pass_context
     def generate(ctx: click.Context, manifest: str, overrides: tuple[str, ...]) -> None:
         """Run only the generate stage of a project (always re-runs it), e.g. for quick one-offs."""
-        from cineml.cli import console, registry
-        from cineml.manifest import load_project
-        from cineml.pipeline import Pipeline
-        from cineml.progress import Progress
-
-        quiet = bool(ctx.obj and ctx.obj.get("quiet"))
-        project = load_project(manifest, registry(), overrides)
-        if project.step("generate") is None:
-            raise CinemlError(f"{project.manifest_path} has no [generate] table; add one, e.g.\n"
-                              '[generate]\nuse = "stylegan2"\nseeds = "0-15"')
-        say = (lambda msg: None) if quiet else (lambda msg: console.print(msg, markup=True))
-        warn = lambda msg: console.print(f"[yellow]warning:[/yellow] {msg}", markup=True)  # noqa: E731
-        pipeline = Pipeline(project, registry(), Progress(console, enabled=not quiet), log=say, warn=warn)
-        pipeline.run(pipeline.plan(force=True, only=["generate"]))
-        say(f"[bold green]Done[/bold green]: images in {project.root / 'generated'}")
+        # The same as `cineml run MANIFEST --only generate --force generate`: one way to run a stage.
+        ctx.invoke(cli.commands["run"], manifest=manifest, overrides=overrides, force=("generate",),
+                   only=("generate",), start=None, stop=None, dry_run=False)
 
     @cli.command("import")
     @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
