@@ -61,3 +61,16 @@ def test_demo_runs_every_stage(tmp_path):
     assert frame_count(art / "fakes.mp4") == 4
     assert frame_count(art / "windows.mp4") == 2  # 24 walk frames over 12 windows
     assert json.loads((folder / "run.json").read_text())["status"] == "finished"
+
+
+def test_cineml_new_scaffold_runs(tmp_path, cli_run):
+    """`cineml new` writes a project that runs as it is (shortened here with -S overrides)."""
+    code, out = cli_run("new", "fresh", "--dir", tmp_path)
+    assert code == 0, out
+    manifest = tmp_path / "fresh" / "project.toml"
+    code, out = cli_run("-q", "run", manifest, "-S", "source.seconds=2", "-S", "train.kimg=0.02",
+                        "-S", "train.snapshot_kimg=0.01")
+    assert code == 0, out
+    art = tmp_path / "fresh" / "art"
+    assert frame_count(art / "fakes.mp4") == 3  # untrained + 2 snapshots
+    assert (art / "frames-grid.png").stat().st_size > 500
