@@ -17,7 +17,7 @@ except PackageNotFoundError:  # running from a source tree without installing
 
 #: Layout helpers live in cineml.imaging (which imports PIL); they are re-exported here lazily so that
 #: ``import cineml`` stays instant for ``cineml --help``.
-_IMAGING = ("fit", "draw_text", "even_size", "parse_color", "load_images", "load_image", "label_text", "noise")
+_IMAGING = ("fit", "draw_text", "even_size", "parse_color", "color_problem", "load_images", "load_image", "label_text", "noise")
 
 
 def __getattr__(name: str):

@@ -53,6 +53,18 @@ def parse_color(value: Any) -> Color:
         f"(\"#0b0b0b\" or \"#fff\") or a list of three integers from 0 to 255 ([255, 140, 0]).")
 
 
+def color_problem(value: Any) -> str | None:
+    """An :class:`Option` ``check`` for colours: ``None`` when ``value`` parses, else why not.
+
+    With it a bad colour fails when project.toml is read, not half-way through a render.
+    """
+    try:
+        parse_color(value)
+    except CinemlError as error:
+        return str(error)
+    return None
+
+
 def color_for(image: Image.Image, color: Any) -> int | Color:
     """A colour in the form ``image``'s mode wants (a grey level for ``L`` images)."""
     rgb = parse_color(color) if not isinstance(color, tuple) or len(color) != 3 else color

@@ -158,19 +158,11 @@ import cineml
 from cineml import CinemlError, Option, hookimpl
 
 
-def _color_problem(value: Any) -> str | None:
-    """Option check: a bad colour fails when project.toml is read, not half-way through a run."""
-    try:
-        cineml.parse_color(value)
-    except CinemlError as error:
-        return str(error)
-    return None
-
-
 @cineml.layout("__PLUGIN__", options=[
     Option("height", int, 0, "Height of every image in pixels; 0 uses the first image's height.", min=0),
     Option("border", int, 8, "Mat around and between the images, in pixels.", min=0),
-    Option("color", (str, list), "white", "Colour of the mat (name, hex or [r, g, b]).", check=_color_problem),
+    Option("color", (str, list), "white", "Colour of the mat (name, hex or [r, g, b]).",
+           check=cineml.color_problem),
 ])
 def mounted_row(images: list[Image.Image], height: int = 0, border: int = 8,
                 color: Any = "white") -> Image.Image:

@@ -20,7 +20,7 @@ from PIL import Image
 import cineml
 from cineml import CinemlError, Option, atomic_path, hookimpl
 from cineml.manifest import validate_options
-from cineml.imaging import draw_text, even_size, fit, label_text, load_image, parse_color
+from cineml.imaging import color_problem, draw_text, even_size, fit, label_text, load_image, parse_color
 
 LABELS = ("none", "index", "kimg", "seed", "time")
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
@@ -34,14 +34,6 @@ def _fps_error(value: float) -> str | None:
     if abs(round(value, 2) - value) > 1e-9:
         return (f"fps = {value} has more than two decimals; MoviePy hands ffmpeg the rate rounded "
                 f"to two, which would drift. Use e.g. 6, 12, 23.98 or 29.97.")
-    return None
-
-
-def _color_error(value: Any) -> str | None:
-    try:
-        parse_color(value)
-    except CinemlError as error:
-        return str(error)
     return None
 
 
@@ -143,7 +135,7 @@ class Animation(cineml.Composer):
                "(columns x rows, bays x floors, frames_per_strip).", min=0),
         Option("width", int, 0, "Scale frames to this width; 0 keeps the first frame's size.", min=0),
         Option("height", int, 0, "Scale frames to this height; 0 keeps the aspect.", min=0),
-        Option("background", (str, list), "black", "Fills bars and padding.", check=_color_error),
+        Option("background", (str, list), "black", "Fills bars and padding.", check=color_problem),
         Option("crf", int, 18, "x264 quality: lower is better and bigger (18 is visually lossless).",
                min=0, max=51),
         Option("preset", str, "medium", "x264 speed/size trade-off.", choices=PRESETS),

@@ -17,23 +17,15 @@ from PIL import Image, ImageDraw, ImageFilter
 
 import cineml
 from cineml import CinemlError, Option, atomic_path, hookimpl
-from cineml.imaging import (common_mode, draw_text, fit, grid_shape, label_text, load_images,
+from cineml.imaging import (color_problem, common_mode, draw_text, fit, grid_shape, label_text, load_images,
                             noise, parse_color)
 
 LABELS = ("none", "index", "kimg", "seed", "time")
 
 
-def _color_error(value: Any) -> str | None:
-    try:
-        parse_color(value)
-    except CinemlError as error:
-        return str(error)
-    return None
-
-
 def color_option(name: str, default: Any, help: str, auto: bool = False) -> Option:
     """A colour option (name, hex or [r, g, b]); ``auto=True`` also accepts the word "auto"."""
-    check = (lambda v: None if v == "auto" else _color_error(v)) if auto else _color_error
+    check = (lambda v: None if v == "auto" else color_problem(v)) if auto else color_problem
     return Option(name, (str, list), default, help, check=check)
 
 
@@ -263,7 +255,7 @@ def _blank_strip(frames: int, frame_w: int, frame_h: int, perforations: int, lin
              + 3.0 * (grain[..., None] - 0.5))
     strip = Image.fromarray(np.clip(shade, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(strip)
-    half_across, half_along = geo.perf_across / 2, geo.perf_along / 2
+    half_along = geo.perf_along / 2
     for centre in geo.perf_centres(frames):
         x0 = round(centre - half_along)
         for y0 in (geo.edge, geo.film - geo.edge - geo.perf_across):

@@ -31,15 +31,6 @@ else:  # pragma: no cover
 LABELS = ("auto", "none", "index", "time", "kimg", "seed")
 
 
-def _color_problem(value: Any) -> str | None:
-    """Option check: reject a colour when the manifest is read, not half-way through a render."""
-    try:
-        cineml.parse_color(value)
-    except CinemlError as error:
-        return str(error)
-    return None
-
-
 # --- the contact-sheet layout --------------------------------------------------------------------
 
 SHEET_OPTIONS = (
@@ -56,10 +47,10 @@ SHEET_OPTIONS = (
     Option("fit", str, "contain", "contain: whole image with bars; cover: fill and crop.",
            choices=("contain", "cover")),
     Option("background", (str, list), "#141414", "Sheet colour (name, hex or [r, g, b]).",
-           check=_color_problem),
-    Option("header_color", (str, list), "#262626", "Colour of the header band.", check=_color_problem),
+           check=cineml.color_problem),
+    Option("header_color", (str, list), "#262626", "Colour of the header band.", check=cineml.color_problem),
     Option("text_color", (str, list), "#f2f2f2", "Colour of the header text (labels are white on black).",
-           check=_color_problem),
+           check=cineml.color_problem),
 )
 
 
