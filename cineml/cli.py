@@ -83,9 +83,9 @@ def _load(manifest: str, overrides: tuple[str, ...]):
 def run(ctx: click.Context, manifest: str, overrides: tuple[str, ...], force: tuple[str, ...],
         only: tuple[str, ...], start: str | None, stop: str | None, dry_run: bool) -> None:
     """Run a project's pipeline, skipping stages that are up to date."""
-    from .pipeline import Pipeline
+    from .pipeline import Pipeline, worker_rank
 
-    quiet = ctx.obj["quiet"]
+    quiet = ctx.obj["quiet"] or worker_rank() > 0  # under torchrun only rank 0 talks
     project = _load(manifest, overrides)
     say = (lambda msg: None) if quiet else (lambda msg: console.print(msg, markup=True))
     warn = lambda msg: console.print(f"[yellow]warning:[/yellow] {msg}", markup=True)  # noqa: E731

@@ -88,6 +88,17 @@ def _digest(material: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def worker_rank() -> int:
+    """This process's rank under torchrun (0 when not launched by it).
+
+    Every torchrun process runs the whole CLI; only rank 0 may run the other stages and publish
+    outputs, state and run.json. Ranks > 0 take part in training only.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return int(os.environ.get("RANK", "0"))
+    return 0
+
+
 class Pipeline:
     """Runs one project with one registry; ``plan()`` explains, ``run()`` does."""
 
@@ -219,6 +230,8 @@ class Pipeline:
 
     def run(self, planned: list[PlannedStage]) -> dict[str, Any]:
         """Run the planned stages in order; write ``run.json``; return the run record."""
+        if worker_rank() > 0:
+            return self._run_as_worker(planned)
         project, hook = self.project, self.registry.hook
         record: dict[str, Any] = {
             "cineml": __version__, "python": platform.python_version(), "platform": platform.platform(),
@@ -249,22 +262,37 @@ class Pipeline:
         hook.run_finished(project=project, record=record)
         return record
 
-    def _run_stage(self, p: PlannedStage) -> float:
-        step, project, hook = p.step, self.project, self.registry.hook
-        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", step.stage)
-        staging = self.state_dir / "staging" / f"{safe}-{p.fingerprint[:16]}"
+    def _run_as_worker(self, planned: list[PlannedStage]) -> dict[str, Any]:
+        """A torchrun rank > 0: train beside rank 0 in the same staging folder; publish nothing."""
+        for p in planned:
+            if p.run and stage_group(p.step.stage) == "train":
+                self._call(p.step, self._context(p, self._staging(p)))
+        return {"status": "worker", "rank": worker_rank(), "stages": []}
+
+    def _staging(self, p: PlannedStage) -> Path:
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", p.step.stage)
+        return self.state_dir / "staging" / f"{safe}-{p.fingerprint[:16]}"
+
+    def _context(self, p: PlannedStage, staging: Path) -> StageContext:
+        step, project = p.step, self.project
         is_file = step.stage == "source" or step.stage.startswith("compose:")
-        staging.mkdir(parents=True, exist_ok=True)
         out = staging / p.output.name if is_file else staging
         inputs = {"frames": project.root / STAGE_OUTPUTS["extract"], "train": project.root / STAGE_OUTPUTS["train"],
                   "generated": project.root / STAGE_OUTPUTS["generate"]}
         if project.source is not None:
             inputs["source"] = project.source
-        ctx = StageContext(project=project, stage=step.stage, options=dict(step.options), output=out,
-                           inputs=inputs, progress=self.progress, hook=hook,
-                           previous=p.output if p.output.exists() else None,
-                           layouts=dict(self.registry.impls["layouts"]), where=step.where, log=self.log,
-                           warn=self.warn)
+        return StageContext(project=project, stage=step.stage, options=dict(step.options), output=out,
+                            inputs=inputs, progress=self.progress, hook=self.registry.hook,
+                            previous=p.output if p.output.exists() else None,
+                            layouts=dict(self.registry.impls["layouts"]), where=step.where, log=self.log,
+                            warn=self.warn)
+
+    def _run_stage(self, p: PlannedStage) -> float:
+        step, project, hook = p.step, self.project, self.registry.hook
+        staging = self._staging(p)
+        staging.mkdir(parents=True, exist_ok=True)
+        ctx = self._context(p, staging)
+        out = ctx.output
         self.log(f"[bold]{step.stage}[/bold] ({step.impl.name}, {p.reason})")
         hook.stage_started(project=project, stage=step.stage, options=ctx.options)
         started = time.perf_counter()
@@ -282,7 +310,7 @@ class Pipeline:
         state[step.stage] = {"fingerprint": p.fingerprint, "material": p.material, "seconds": round(seconds, 3),
                              "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
         self._save_state(state)
-        for stale in (self.state_dir / "staging").glob(f"{safe}-*"):
+        for stale in (self.state_dir / "staging").glob(f"{staging.name.rsplit('-', 1)[0]}-*"):
             shutil.rmtree(stale, ignore_errors=True)
         hook.stage_finished(project=project, stage=step.stage, output=p.output, seconds=seconds)
         return seconds

@@ -74,3 +74,49 @@ def test_cineml_new_scaffold_runs(tmp_path, cli_run):
     art = tmp_path / "fresh" / "art"
     assert frame_count(art / "fakes.mp4") == 3  # untrained + 2 snapshots
     assert (art / "frames-grid.png").stat().st_size > 500
+
+
+TORCHRUN_PROJECT = """
+[project]
+source = "footage/film.mp4"
+[source]
+use = "synthetic"
+seconds = 2
+width = 128
+height = 96
+[extract]
+use = "fps"
+fps = 8
+[[preprocess]]
+use = "letterbox"
+size = 16
+grayscale = true
+[train]
+use = "stylegan2"
+config = "tiny"
+kimg = 0.032
+snapshot_kimg = 0.016
+batch = 8
+device = "cpu"
+"""
+
+
+def test_torchrun_runs_a_whole_project_in_one_command(tmp_path):
+    """Every torchrun process runs the CLI; rank 0 alone makes the film, the frames and the outputs."""
+    import os
+    import sys
+
+    (tmp_path / "project.toml").write_text(TORCHRUN_PROJECT)
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "CINEML_LOAD_PLUGINS": ""}
+    proc = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "cineml", "run",
+                           str(tmp_path / "project.toml")], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Training with 2 processes" in proc.stdout + proc.stderr
+    assert (proc.stdout + proc.stderr).count("Done:") == 1  # ranks > 0 say nothing
+    assert sorted(p.name for p in (tmp_path / "train").glob("fakes*.png")) == [
+        "fakes000000.png", "fakes000000_016.png", "fakes000000_032.png"]
+    state = json.loads((tmp_path / ".cineml/state.json").read_text())
+    assert set(state) == {"source", "extract", "train"}
+    assert not list((tmp_path / ".cineml/staging").iterdir())
+    assert json.loads((tmp_path / "run.json").read_text())["status"] == "finished"

@@ -17,10 +17,13 @@ Checkpoint layout (one ``.safetensors`` file):
   the StyleGAN2 reference implementation, see networks.py);
 * ``G_opt.<param name>.{exp_avg,exp_avg_sq,step}`` and ``D_opt.…``: Adam state by parameter name;
 * ``loss.pl_mean``; ``rng.torch`` (CPU generator state), ``rng.cuda<i>`` (per CUDA device);
+* ``augment.p`` (the ADA probability, float64) and ``augment.acc`` (ADA sign statistics since the
+  last p update: sum, steps) unless ``augment = "none"``;
+* with several processes, every rank's RNG states: ``rng.torch.rank<r>``, ``rng.cuda.rank<r>``;
 * metadata ``{"format": "cineml-stylegan2", "version": "1", "state": <JSON>}`` where the JSON holds
   ``settings`` (presets.Settings), ``G_kwargs``/``D_kwargs`` (constructor arguments), ``nimg`` (images
   actually shown), ``snapshot_nimg``/``kimg`` (nominal), ``step``, ``data`` (sampler epoch + cursor),
-  ``created`` (unix time).
+  ``world`` (processes that trained), ``created`` (unix time).
 """
 
 from __future__ import annotations

@@ -1,5 +1,10 @@
 """StyleGAN2 losses: non-saturating logistic loss, lazy R1 on reals, path-length regularisation.
 
+With ADA, every image D sees goes through ``augment`` first (fakes in both phases, reals, and the
+reals of R1, whose gradient is then taken with respect to the un-augmented image, through the
+augmentation: hence its double backward). ``d_main`` reports ``D_real_sign`` = E[sign(D(real))],
+the overfitting heuristic that drives the ADA controller.
+
 Each ``*_loss`` method returns a scalar to back-propagate (the training loop multiplies the lazy
 regularisers by their interval) plus detached statistics for the log. Control decisions (the
 style-mixing coin and cut-off) are drawn on the CPU generator so CUDA runs never synchronise for them.
@@ -8,8 +13,10 @@ style-mixing coin and cut-off) are drawn on the CPU generator so CUDA runs never
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from .networks import Discriminator, Generator
@@ -27,10 +34,11 @@ def run_generator(G: Generator, z: torch.Tensor, style_mixing: float = 0.0, upda
     return G.synthesis(ws, noise_mode=noise_mode), ws
 
 
-def r1_penalty(D: Discriminator, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def r1_penalty(D: Discriminator, real: torch.Tensor,
+               augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample squared gradient norm of D's logits at the real images (with graph, for double backward)."""
     real = real.detach().requires_grad_(True)
-    logits = D(real)
+    logits = D(real if augment is None else augment(real))
     (grad,) = torch.autograd.grad(logits.sum(), real, create_graph=True)
     return grad.square().sum(dim=[1, 2, 3]), logits
 
@@ -47,16 +55,25 @@ class StyleGAN2Loss:
     """The four training phases' objectives for a generator ``G`` and discriminator ``D``."""
 
     def __init__(self, G: Generator, D: Discriminator, r1_gamma: float, style_mixing: float = 0.9,
-                 pl_weight: float = 2.0, pl_decay: float = 0.01, pl_batch_shrink: int = 2) -> None:
+                 pl_weight: float = 2.0, pl_decay: float = 0.01, pl_batch_shrink: int = 2,
+                 augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         self.G, self.D = G, D
+        self.augment = augment
+        # The main phases may run compiled copies (torch.compile); the regularisers need double
+        # backward, which compiled graphs do not support, so they always use the eager modules.
+        self.G_main: nn.Module = G
+        self.D_main: nn.Module = D
         self.r1_gamma, self.style_mixing = r1_gamma, style_mixing
         self.pl_weight, self.pl_decay, self.pl_batch_shrink = pl_weight, pl_decay, pl_batch_shrink
         self.pl_mean = torch.zeros([], device=next(G.parameters()).device)
 
+    def run_D(self, img: torch.Tensor) -> torch.Tensor:
+        return self.D_main(img if self.augment is None else self.augment(img))
+
     def g_main(self, z: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Non-saturating generator loss ``softplus(-D(G(z)))``."""
-        img, _ = run_generator(self.G, z, self.style_mixing)
-        logits = self.D(img)
+        img, _ = run_generator(self.G_main, z, self.style_mixing)
+        logits = self.run_D(img)
         loss = F.softplus(-logits).mean()
         return loss, {"loss_G": loss.detach(), "D_fake": logits.detach().mean()}
 
@@ -73,14 +90,15 @@ class StyleGAN2Loss:
     def d_main(self, z: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Logistic discriminator loss ``softplus(D(G(z))) + softplus(-D(x))``."""
         with torch.no_grad():
-            fake, _ = run_generator(self.G, z, self.style_mixing)
-        fake_logits = self.D(fake)
-        real_logits = self.D(real)
+            fake, _ = run_generator(self.G_main, z, self.style_mixing)
+        fake_logits = self.run_D(fake)
+        real_logits = self.run_D(real)
         loss = (F.softplus(fake_logits) + F.softplus(-real_logits)).mean()
-        return loss, {"loss_D": loss.detach(), "D_real": real_logits.detach().mean()}
+        real_logits = real_logits.detach().float()
+        return loss, {"loss_D": loss.detach(), "D_real": real_logits.mean(), "D_real_sign": real_logits.sign().mean()}
 
     def d_reg(self, real: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """R1: ``gamma/2 * |grad_x D(x)|^2`` on reals."""
-        penalty, _ = r1_penalty(self.D, real)
+        penalty, _ = r1_penalty(self.D, real, self.augment)
         penalty = penalty.mean()
         return penalty * (self.r1_gamma / 2), {"r1_penalty": penalty.detach()}

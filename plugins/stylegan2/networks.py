@@ -3,8 +3,11 @@
 Written from the StyleGAN2 paper (Karras et al. 2020, "Analyzing and Improving the Image Quality of
 StyleGAN") and the ADA paper's training setup. Parameter and buffer names and shapes are the same as
 the reference PyTorch implementation's ``state_dict()`` (e.g. ``synthesis.b64.conv0.affine.weight``,
-``mapping.w_avg``, ``b4.fc.weight``), so its networks can be imported name for name. Only fp32 is
-implemented (the reference's fp16 paths exist for GPU speed; stored parameters are fp32 anyway).
+``mapping.w_avg``, ``b4.fc.weight``), so its networks can be imported name for name. Parameters are
+always stored in fp32; ``set_precision(torch.bfloat16)`` runs the highest-resolution blocks under
+bf16 autocast (the reference's ``num_fp16_res = 4`` rule) while the mapping network, the 4x4 blocks,
+D's epilogue and G's image accumulation stay fp32. bf16 has fp32's range, so unlike the reference's
+fp16 it needs neither ``conv_clamp`` nor loss scaling.
 
 Equalised learning rate everywhere: weights are stored as N(0, 1) and scaled at run time by
 ``1/sqrt(fan_in)`` (times a learning-rate multiplier in the mapping network).
@@ -12,6 +15,7 @@ Equalised learning rate everywhere: weights are stored as N(0, 1) and scaled at 
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -28,6 +32,25 @@ NOISE_MODES = ("random", "const", "none")
 def channels_at(res: int, channel_base: int, channel_max: int) -> int:
     """Feature maps at a resolution: ``min(channel_base // res, channel_max)``."""
     return min(channel_base // res, channel_max)
+
+
+def mixed_precision_resolution(img_resolution: int, num_res: int = 4) -> int:
+    """Lowest block resolution run in reduced precision: the ``num_res`` highest ones, never below 8."""
+    return max(2 ** (int(math.log2(img_resolution)) + 1 - num_res), 8)
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """bf16/fp16 autocast on ``device`` when ``dtype`` is set, else nothing."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def full_precision(device: torch.device) -> contextlib.AbstractContextManager:
+    """Suspend autocast (when on) for the small, sensitive w-space maths: styles and demodulation."""
+    if torch.is_autocast_enabled(device.type):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 # --- Building blocks ------------------------------------------------------------------------------
@@ -129,7 +152,10 @@ class SynthesisLayer(nn.Module):
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random",
                 fused: bool = False) -> torch.Tensor:
         n = x.shape[0]
-        styles = self.affine(w)  # [N, I]
+        with full_precision(w.device):
+            styles = self.affine(w)  # [N, I]
+            if not fused:
+                dcoefs = (styles.square().matmul(self.weight.square().sum(dim=[2, 3]).t()) + 1e-8).rsqrt()  # [N, O]
         noise = self._noise(x, noise_mode)
         bias = (self.bias * SQRT2).reshape(1, -1, 1, 1)
         if fused:
@@ -146,13 +172,14 @@ class SynthesisLayer(nn.Module):
                 x = x.add_(noise)
             x = x.add_(bias)
         else:
-            dcoefs = (styles.square().matmul(self.weight.square().sum(dim=[2, 3]).t()) + 1e-8).rsqrt()  # [N, O]
             x = x * styles.reshape(n, -1, 1, 1)
             if self.up:
                 x = conv3x3_up(x, self.weight, self.resample_filter)
             else:
                 x = F.conv2d(x, self.weight, padding=1)
-            scale = (dcoefs * SQRT2).reshape(n, -1, 1, 1)
+            scale = (dcoefs * SQRT2).reshape(n, -1, 1, 1).to(x.dtype)  # bf16 under autocast: activations stay bf16
+            bias = bias.to(x.dtype)
+            noise = None if noise is None else noise.to(x.dtype)
             if noise is None:
                 x = torch.addcmul(bias, x, scale)
             elif noise.ndim == 2:  # const noise [H, W]: merge with the bias first (small tensor)
@@ -175,7 +202,8 @@ class ToRGBLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         n, c, h, wd = x.shape
-        styles = self.affine(w) * self.weight_gain  # [N, I]
+        with full_precision(w.device):
+            styles = self.affine(w) * self.weight_gain  # [N, I]
         wn = self.weight.flatten(1).unsqueeze(0) * styles.unsqueeze(1)  # [N, O, I]
         y = torch.baddbmm(self.bias.reshape(1, -1, 1), wn, x.reshape(n, c, h * wd)).reshape(n, -1, h, wd)
         if self.conv_clamp is not None:
@@ -200,15 +228,18 @@ class SynthesisBlock(nn.Module):
         self.num_conv = 1 if in_channels == 0 else 2
 
     def forward(self, x: torch.Tensor | None, img: torch.Tensor | None, ws: torch.Tensor, noise_mode: str,
-                fused: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                fused: bool, amp_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``ws`` holds this block's ``num_conv + 1`` w vectors (the last one feeds ToRGB)."""
-        if x is None:
-            x = self.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
-            x = self.conv1(x, ws[:, 0], noise_mode, fused)
-        else:
-            x = self.conv0(x, ws[:, 0], noise_mode, fused)
-            x = self.conv1(x, ws[:, 1], noise_mode, fused)
-        y = self.torgb(x, ws[:, self.num_conv])
+        with autocast(ws.device, amp_dtype):
+            if x is None:
+                x = self.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
+                x = self.conv1(x, ws[:, 0], noise_mode, fused)
+            else:
+                x = self.conv0(x, ws[:, 0], noise_mode, fused)
+                x = self.conv1(x, ws[:, 1], noise_mode, fused)
+            y = self.torgb(x, ws[:, self.num_conv])
+        if amp_dtype is not None:
+            y = y.float()  # the image accumulates in fp32
         img = y if img is None else upsample2d(img, self.resample_filter).add_(y)
         return x, img
 
@@ -232,6 +263,13 @@ class SynthesisNetwork(nn.Module):
             self.num_ws += block.num_conv
         self.num_ws += 1  # the last ToRGB
         self.fused_modconv: bool | None = None  # None: choose per call (see ``use_fused``)
+        self.amp_dtype: torch.dtype | None = None  # see ``set_precision``
+        self.amp_resolution = mixed_precision_resolution(img_resolution)
+
+    def set_precision(self, dtype: torch.dtype | None, num_res: int = 4) -> None:
+        """Run the ``num_res`` highest-resolution blocks under ``dtype`` autocast (None: all fp32)."""
+        self.amp_dtype = dtype
+        self.amp_resolution = mixed_precision_resolution(self.img_resolution, num_res)
 
     def use_fused(self, device: torch.device) -> bool:
         """Fused (grouped-conv) modulated convs only for CUDA inference.
@@ -253,7 +291,8 @@ class SynthesisNetwork(nn.Module):
         w_idx = 0
         for res in self.block_resolutions:
             block = getattr(self, f"b{res}")
-            x, img = block(x, img, ws[:, w_idx:w_idx + block.num_conv + 1], noise_mode, fused)
+            amp = self.amp_dtype if res >= self.amp_resolution else None
+            x, img = block(x, img, ws[:, w_idx:w_idx + block.num_conv + 1], noise_mode, fused, amp)
             w_idx += block.num_conv
         return img
 
@@ -279,6 +318,10 @@ class Generator(nn.Module):
                 truncation_cutoff: int | None = None, noise_mode: str = "const") -> torch.Tensor:
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
         return self.synthesis(ws, noise_mode=noise_mode)
+
+    def set_precision(self, dtype: torch.dtype | None, num_res: int = 4) -> None:
+        """bf16 autocast in the ``num_res`` highest-resolution synthesis blocks; the mapping stays fp32."""
+        self.synthesis.set_precision(dtype, num_res)
 
 
 # --- Discriminator --------------------------------------------------------------------------------
@@ -419,10 +462,20 @@ class Discriminator(nn.Module):
             self.mapping = MappingNetwork(0, c_dim, cmap_dim, None, w_avg_beta=None)
         self.b4 = DiscriminatorEpilogue(c4, cmap_dim if c_dim > 0 else 0, 4, img_channels, mbstd_group_size,
                                         from_rgb=img_resolution == 4, conv_clamp=conv_clamp)
+        self.amp_dtype: torch.dtype | None = None
+        self.amp_resolution = mixed_precision_resolution(img_resolution)
+
+    def set_precision(self, dtype: torch.dtype | None, num_res: int = 4) -> None:
+        """Run the ``num_res`` highest-resolution blocks under ``dtype`` autocast; the 4x4 epilogue stays fp32."""
+        self.amp_dtype = dtype
+        self.amp_resolution = mixed_precision_resolution(self.img_resolution, num_res)
 
     def forward(self, img: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         x = None
         for res in self.block_resolutions:
-            x = getattr(self, f"b{res}")(x, img)
+            with autocast(img.device, self.amp_dtype if res >= self.amp_resolution else None):
+                x = getattr(self, f"b{res}")(x, img)
         cmap = self.mapping(None, c) if self.c_dim > 0 else None
+        if x is not None and self.amp_dtype is not None:
+            x = x.float()  # the epilogue runs in fp32
         return self.b4(x, img, cmap)

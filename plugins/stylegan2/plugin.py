@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from cineml import Option, StageContext, Trainer, hookimpl
 
-from .presets import CONFIGS
+from .presets import CONFIGS, METRICS
 
 
 def _positive_pair(value: object) -> str | None:
@@ -16,6 +16,12 @@ def _positive_pair(value: object) -> str | None:
         return None
     if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) and v > 0 for v in value)):
         return "must be two positive integers: [columns, rows], e.g. [8, 4]"
+    return None
+
+
+def _metric_names(value: object) -> str | None:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v in METRICS for v in value):
+        return f"must be a list of metric names from: {', '.join(METRICS)} (e.g. [\"swd\"]), or [] for none"
     return None
 
 
@@ -58,6 +64,31 @@ class StyleGAN2Trainer(Trainer):
                     "transfer learning; kimg counting restarts."),
         Option("grid", list, None, check=_positive_pair,
                help="Fakes grid size [columns, rows] (default: like StyleGAN2, at most 16 x 9 below 128 px)."),
+        Option("augment", str, "ada", choices=("ada", "fixed", "none"),
+               help="Discriminator augmentation (flips, rotations, scaling, colour...) against overfitting on few "
+                    "or repetitive frames: 'ada' adapts its probability p to D's overconfidence, 'fixed' keeps "
+                    "p = augment_p, 'none' turns it off."),
+        Option("augment_p", float, 0.0, min=0,
+               help="Augmentation probability: the starting value for 'ada', the constant one for 'fixed'."),
+        Option("ada_target", float, 0.6, min=0, max=1,
+               help="ADA raises p while the share of reals D scores positive (E[sign D(x)]) exceeds this."),
+        Option("ada_kimg", float, None, min=0.001,
+               help="ADA speed: p can move by 1 in this many kimg (default: 500, or 100 when resume is set)."),
+        Option("precision", str, "auto", choices=("auto", "fp32", "bf16"),
+               help="'bf16' runs the 4 highest-resolution layers of G and D in bfloat16 (faster on recent "
+                    "GPUs); 'auto' uses bf16 on a CUDA GPU that supports it and fp32 otherwise."),
+        Option("compile", bool, False,
+               help="Compile G and D with torch.compile for the main training phases (GPU speed-up after a "
+                    "slow first step)."),
+        Option("gpus", int, 1, min=1,
+               help="Train on this many GPUs of this machine, splitting the batch (started by cineml itself; "
+                    "under torchrun the launch decides). With device = 'cpu' it starts CPU processes instead, "
+                    "which is only useful for testing."),
+        Option("metrics", list, [], check=_metric_names,
+               help="Quality metrics computed at every snapshot and logged in stats.jsonl: 'swd' (sliced "
+                    "Wasserstein distance of multi-scale patches, lower is better)."),
+        Option("metric_images", int, 1024, min=16,
+               help="Real and generated images each metric compares (more: steadier but slower)."),
     )
 
     def train(self, ctx: StageContext) -> None:

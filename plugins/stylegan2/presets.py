@@ -15,6 +15,7 @@ from typing import Any
 from cineml import CinemlError
 
 CONFIGS = ("auto", "stylegan2", "paper256", "tiny")
+METRICS = ("swd",)
 
 # Per-config values: (kimg, snapshot_kimg, batch, mbstd_group, channel_base, channel_max, map_layers, lr,
 # gamma, ema_kimg, ema_rampup). None: computed by the ``auto`` formulas from the resolution.
@@ -60,6 +61,17 @@ class Settings:
     w_dim: int = 512
     style_mixing: float = 0.9
     pl_weight: float = 2.0
+    augment: str = "ada"  # "ada" | "fixed" | "none"
+    augment_p: float = 0.0  # initial (ada) or constant (fixed) augmentation probability
+    ada_target: float = 0.6
+    ada_kimg: float = 500.0
+    ada_interval: int = 4
+    precision: str = "fp32"  # resolved: "fp32" or "bf16"
+    num_fp16_res: int = 4
+    compile: bool = False
+    gpus: int = 1  # processes sharing the batch (world size)
+    metrics: tuple[str, ...] = ()
+    metric_images: int = 1024
     pl_decay: float = 0.01
     pl_batch_shrink: int = 2
     g_reg_interval: int = 4
@@ -70,7 +82,8 @@ class Settings:
     # Settings that define the network shapes: a checkpoint must agree on them to be resumed.
     ARCH_KEYS = ("resolution", "img_channels", "channel_base", "channel_max", "map_layers", "z_dim", "w_dim")
     # Settings an artist may change between an interrupted run and its continuation without notice.
-    FREE_KEYS = ("kimg", "snapshot_kimg", "keep", "device", "grid", "resume")
+    FREE_KEYS = ("kimg", "snapshot_kimg", "keep", "device", "grid", "resume", "gpus", "batch_gpu", "compile",
+                 "metrics", "metric_images")
 
     @property
     def g_kwargs(self) -> dict[str, Any]:
@@ -86,7 +99,7 @@ class Settings:
 
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d["grid"], d["betas"] = list(self.grid), list(self.betas)
+        d["grid"], d["betas"], d["metrics"] = list(self.grid), list(self.betas), list(self.metrics)
         return d
 
 
@@ -109,17 +122,19 @@ def auto_values(resolution: int, gpus: int = 1) -> dict[str, Any]:
 
 
 def resolve(options: dict[str, Any], resolution: int, img_channels: int, project_seed: int = 0,
-            device: str = "cpu", arch_from: dict[str, Any] | None = None, arch_source: str = "") -> Settings:
+            device: str = "cpu", arch_from: dict[str, Any] | None = None, arch_source: str = "",
+            world: int = 1, bf16_supported: bool = False) -> Settings:
     """Preset values overridden by every option the artist set (``None`` means "from the preset").
 
     ``arch_from`` holds the settings of a network we continue from (``arch_source`` says which, for
     messages): its architecture is used unless the options name one explicitly (then they must agree).
+    ``world`` processes share the (global) batch; ``bf16_supported`` says the device runs bf16 fast.
     """
     config = options.get("config") or "auto"
     if config not in CONFIGS:
         raise CinemlError(f"[train] config = {config!r} is not a StyleGAN2 preset; use one of {', '.join(CONFIGS)}.")
     spec = dict(_SPECS[config])
-    auto = auto_values(resolution)
+    auto = auto_values(resolution, world)
     for key, value in spec.items():
         if value is None and key in auto:
             spec[key] = auto[key]
@@ -132,9 +147,14 @@ def resolve(options: dict[str, Any], resolution: int, img_channels: int, project
     if config in ("auto", "tiny"):  # these scale gamma and the EMA half-life with the batch actually used
         spec["gamma"] = 0.0002 * resolution ** 2 / batch
         spec["ema_kimg"] = batch * 10 / 32
-    batch_gpu = int(options.get("batch_gpu") or batch)
-    if batch % batch_gpu:
-        raise CinemlError(f"[train] batch = {batch} is not a multiple of batch_gpu = {batch_gpu}; "
+    if batch % world:
+        raise CinemlError(f"[train] batch = {batch} cannot be split evenly over {world} GPUs/processes; pick a "
+                          f"batch that is a multiple of {world}.")
+    per_rank = batch // world
+    batch_gpu = int(options.get("batch_gpu") or per_rank)
+    if per_rank % batch_gpu:
+        where = f"batch / gpus = {per_rank}" if world > 1 else f"batch = {batch}"
+        raise CinemlError(f"[train] {where} is not a multiple of batch_gpu = {batch_gpu}; "
                           "pick a batch_gpu that divides the batch.")
     arch = {k: pick(k) for k in ("channel_base", "channel_max", "map_layers")}
     if arch_from:
@@ -151,6 +171,20 @@ def resolve(options: dict[str, Any], resolution: int, img_channels: int, project
     elif not (isinstance(grid, (list, tuple)) and len(grid) == 2 and all(isinstance(g, int) and g > 0 for g in grid)):
         raise CinemlError(f"[train] grid = {grid!r} must be two positive integers: [columns, rows], e.g. [8, 4].")
     seed = options.get("seed")
+    precision = options.get("precision") or "auto"
+    if precision == "auto":
+        precision = "bf16" if device == "cuda" and bf16_supported else "fp32"
+    if precision not in ("fp32", "bf16"):
+        raise CinemlError(f"[train] precision = {precision!r}: use \"auto\", \"fp32\" or \"bf16\".")
+    augment = options.get("augment") or "ada"
+    if augment not in ("ada", "fixed", "none"):
+        raise CinemlError(f"[train] augment = {augment!r}: use \"ada\", \"fixed\" or \"none\".")
+    metrics = tuple(options.get("metrics") or ())
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise CinemlError(f"[train] metrics = {list(metrics)!r}: unknown metric {unknown[0]!r}; available: "
+                          f"{', '.join(METRICS)}.")
+    ada_kimg = options.get("ada_kimg")
     dims = {k: int(arch_from[k]) for k in ("z_dim", "w_dim") if arch_from and k in arch_from}
     return Settings(
         **dims,
@@ -166,7 +200,13 @@ def resolve(options: dict[str, Any], resolution: int, img_channels: int, project
         grid=(int(grid[0]), int(grid[1])),
         resume=None if options.get("resume") is None else str(options["resume"]),
         style_mixing=float(pick_default(options, "style_mixing", 0.9)),
-        pl_weight=float(pick_default(options, "pl_weight", 2.0)))
+        pl_weight=float(pick_default(options, "pl_weight", 2.0)),
+        augment=augment, augment_p=float(pick_default(options, "augment_p", 0.0)),
+        ada_target=float(pick_default(options, "ada_target", 0.6)),
+        # The paper adapts faster (100 kimg) when fine-tuning a trained network.
+        ada_kimg=float(ada_kimg if ada_kimg is not None else (100 if options.get("resume") else 500)),
+        precision=precision, compile=bool(options.get("compile", False)), gpus=world, metrics=metrics,
+        metric_images=int(pick_default(options, "metric_images", 1024)))
 
 
 def pick_default(options: dict[str, Any], key: str, default: Any) -> Any:

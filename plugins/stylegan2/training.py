@@ -7,6 +7,11 @@ schedule: G main loss; every 4th step the path-length penalty (x4); D main loss;
 Resumption is exact on the CPU: a checkpoint holds the networks, Adam states, ``pl_mean``, the RNG
 state, the data sampler's position and the image count, and snapshots never draw from the global
 RNG, so "run to 2 kimg" and "run to 1 kimg, stop, run to 2 kimg" give identical weights.
+
+ADA (augment.py) augments everything D sees; its probability ``p`` and sign statistics are
+checkpointed too. With several processes (distributed.py) every rank runs this same loop on its
+share of the batch; gradients, running averages and statistics are averaged over ranks, and only
+rank 0 writes files.
 """
 
 from __future__ import annotations
@@ -14,8 +19,11 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 import resource
 import time
+import traceback
+import types
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,9 +32,13 @@ import torch
 from PIL import Image
 
 from cineml import CinemlError, StageContext, atomic_path
+from cineml.progress import Progress
 
 from . import checkpoints as ckpt
+from . import distributed
+from .augment import AdaController, AugmentPipe
 from .dataset import FrameDataset, open_frames, remove_cache
+from .distributed import DistInfo, Sync
 from .loss import StyleGAN2Loss
 from .networks import Discriminator, Generator
 from .presets import Settings, expected_cpu_note, resolve
@@ -102,11 +114,17 @@ def memory_mb(device: torch.device) -> float:
 class TrainingLoop:
     """Networks, optimisers, loss and counters of one run; ``step()`` trains one batch."""
 
-    def __init__(self, settings: Settings, dataset: FrameDataset, device: torch.device | str = "cpu") -> None:
+    def __init__(self, settings: Settings, dataset: FrameDataset, device: torch.device | str = "cpu",
+                 sync: Sync | None = None) -> None:
         s = self.settings = settings
         self.dataset = dataset
         self.device = device = torch.device(device)
-        torch.manual_seed(s.seed)
+        self.sync = sync or Sync()
+        self.rank, self.world = self.sync.info.rank, self.sync.info.world
+        if s.batch % self.world or (s.batch // self.world) % s.batch_gpu:
+            raise CinemlError(f"[train] batch = {s.batch} does not split into {self.world} process(es) of whole "
+                              f"batch_gpu = {s.batch_gpu} chunks; pick a batch that is a multiple of both.")
+        torch.manual_seed(s.seed)  # identical networks on every rank
         if device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
@@ -116,15 +134,38 @@ class TrainingLoop:
         if device.type == "cuda":
             self.G.to(memory_format=torch.channels_last)
             self.D.to(memory_format=torch.channels_last)
-        self.G_ema = copy.deepcopy(self.G).eval()
+        self.G_ema = copy.deepcopy(self.G).eval()  # snapshots and metrics sample it in fp32
+        amp = torch.bfloat16 if s.precision == "bf16" else None
+        self.G.set_precision(amp, s.num_fp16_res)
+        self.D.set_precision(amp, s.num_fp16_res)
+        self.augment: AugmentPipe | None = None
+        self.ada: AdaController | None = None
+        if s.augment != "none":
+            self.augment = AugmentPipe(p=s.augment_p)
+        if s.augment == "ada":
+            self.ada = AdaController(self.augment, s.ada_target, s.ada_kimg, s.batch, s.ada_interval)
         self.loss = StyleGAN2Loss(self.G, self.D, s.gamma, s.style_mixing, s.pl_weight, s.pl_decay,
-                                  s.pl_batch_shrink)
+                                  s.pl_batch_shrink, augment=self.augment)
+        if s.compile:
+            self.loss.G_main = types.SimpleNamespace(mapping=self.G.mapping, synthesis=torch.compile(self.G.synthesis))
+            self.loss.D_main = torch.compile(self.D)
         self.G_opt = self._adam(self.G, s.g_reg_interval)
         self.D_opt = self._adam(self.D, s.d_reg_interval)
         self.sampler = Sampler(len(dataset), s.seed)
-        self.nimg = 0  # images shown so far
+        self.nimg = 0  # images shown so far (all ranks together)
         self.step_idx = 0
         self.snapshot_nimg = 0  # nominal image count of the last snapshot
+        self._seed_rank(0)
+        self._swd_reals: list[torch.Tensor] | None = None
+
+    def _seed_rank(self, step: int) -> None:
+        """Ranks > 0 draw their own latents and augmentations (rank 0 keeps the single-process stream)."""
+        if self.rank > 0:
+            torch.manual_seed(int(np.random.SeedSequence([self.settings.seed, self.rank, step]).generate_state(1)[0]))
+
+    @property
+    def batch_per_rank(self) -> int:
+        return self.settings.batch // self.world
 
     def _adam(self, module: torch.nn.Module, reg_interval: int) -> torch.optim.Optimizer:
         """Adam with lr and betas corrected for lazy regularisation: c = I / (I + 1)."""
@@ -139,7 +180,10 @@ class TrainingLoop:
     # -- one iteration --
 
     def next_reals(self) -> torch.Tensor:
-        frames = torch.from_numpy(self.dataset.get(self.sampler.take(self.settings.batch)))
+        """This rank's share of the next global batch (every rank advances the same sampler)."""
+        indices = self.sampler.take(self.settings.batch)
+        per = self.batch_per_rank
+        frames = torch.from_numpy(self.dataset.get(indices[self.rank * per:(self.rank + 1) * per]))
         x = frames.to(self.device, non_blocking=True).float().div_(127.5).sub_(1)
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
@@ -148,7 +192,7 @@ class TrainingLoop:
     def _phase(self, module: torch.nn.Module, opt: torch.optim.Optimizer, objective: Callable[[int], Any],
                gain: float, stats: dict[str, list[torch.Tensor]]) -> None:
         s = self.settings
-        chunks = s.batch // s.batch_gpu
+        chunks = self.batch_per_rank // s.batch_gpu
         module.requires_grad_(True)
         opt.zero_grad(set_to_none=True)
         for i in range(chunks):
@@ -156,6 +200,7 @@ class TrainingLoop:
             loss.mul(gain / chunks).backward()
             for k, v in st.items():
                 stats.setdefault(k, []).append(v)
+        self.sync.grads(module.parameters())
         for p in module.parameters():
             if p.grad is not None:
                 torch.nan_to_num_(p.grad, nan=0.0, posinf=1e5, neginf=-1e5)
@@ -176,10 +221,24 @@ class TrainingLoop:
         self._phase(self.D, self.D_opt, lambda i: L.d_main(z(), reals[i]), 1.0, stats)
         if s.gamma > 0 and self.step_idx % s.d_reg_interval == 0:
             self._phase(self.D, self.D_opt, lambda i: L.d_reg(reals[i]), s.d_reg_interval, stats)
+        if self.sync.active:  # running averages follow the whole batch, so every rank keeps the same ones
+            self.sync.mean_([self.G.mapping.w_avg, self.loss.pl_mean])
         self.update_ema()
         self.nimg += s.batch
         self.step_idx += 1
-        return {k: torch.stack(v).mean() for k, v in stats.items()}
+        out = {k: torch.stack(v).mean() for k, v in stats.items()}
+        if self.sync.active:  # every rank logs, and decides on, the same whole-batch statistics
+            keys = sorted(out)
+            vec = torch.stack([out[k].float() for k in keys])
+            self.sync.mean_([vec])
+            out = dict(zip(keys, vec.unbind()))
+        if self.ada is not None and "D_real_sign" in out:
+            self.ada.accumulate(out["D_real_sign"])
+            if self.step_idx % s.ada_interval == 0:
+                self.ada.update()
+        if self.augment is not None:
+            out["augment_p"] = torch.tensor(self.augment.p)
+        return out
 
     @torch.no_grad()
     def update_ema(self) -> None:
@@ -201,7 +260,7 @@ class TrainingLoop:
         out = [self.G_ema(zc.to(self.device), noise_mode="const").cpu() for zc in z.split(chunk)]
         return torch.cat(out)
 
-    def checkpoint_tensors(self) -> dict[str, torch.Tensor]:
+    def checkpoint_tensors(self, rng: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         t: dict[str, torch.Tensor] = {}
         for name, net in (("G", self.G), ("D", self.D), ("G_ema", self.G_ema)):
             t.update({f"{name}.{k}": v for k, v in net.state_dict().items()})
@@ -210,16 +269,32 @@ class TrainingLoop:
                 for k, v in opt.state.get(p, {}).items():
                     t[f"{name}.{pname}.{k}"] = torch.as_tensor(v)
         t["loss.pl_mean"] = self.loss.pl_mean
-        t["rng.torch"] = torch.get_rng_state()
-        if self.device.type == "cuda":
+        if self.augment is not None:
+            t["augment.p"] = torch.tensor(self.augment.p, dtype=torch.float64)
+        if self.ada is not None:
+            t["augment.acc"] = self.ada.acc.clone()
+        t.update(self.rng_states() if rng is None else rng)
+        return t
+
+    def rng_states(self) -> dict[str, torch.Tensor]:
+        """This process's RNG states (``rng.torch``, ``rng.cuda<i>``), plus every other rank's under
+        ``rng.*.rank<r>``. A collective: with several ranks, all of them must call it together."""
+        t = {"rng.torch": torch.get_rng_state()}
+        if self.device.type == "cuda" and not self.sync.active:
             for i, st in enumerate(torch.cuda.get_rng_state_all()):
                 t[f"rng.cuda{i}"] = st
+        if self.sync.active:
+            mine = {"torch": torch.get_rng_state()}
+            if self.device.type == "cuda":
+                mine["cuda"] = torch.cuda.get_rng_state(self.device)
+            for r, states in enumerate(self.sync.gather(mine)):
+                t.update({f"rng.{k}.rank{r}": v for k, v in states.items()})
         return t
 
     def checkpoint_state(self) -> dict[str, Any]:
         return {"settings": self.settings.to_json(), "G_kwargs": self.G.init_kwargs, "D_kwargs": self.D.init_kwargs,
                 "nimg": self.nimg, "snapshot_nimg": self.snapshot_nimg, "kimg": self.snapshot_nimg / 1000,
-                "step": self.step_idx, "data": self.sampler.state()}
+                "step": self.step_idx, "data": self.sampler.state(), "world": self.world}
 
     def load_networks(self, tensors: dict[str, torch.Tensor], names: tuple[str, ...] = ("G", "D", "G_ema"),
                       where: str = "the checkpoint") -> None:
@@ -247,14 +322,52 @@ class TrainingLoop:
                     sd["state"][i] = entry
             opt.load_state_dict(sd)
         self.loss.pl_mean.copy_(tensors["loss.pl_mean"])
-        torch.set_rng_state(tensors["rng.torch"])
-        if self.device.type == "cuda":
-            states = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda"))]
-            if len(states) == torch.cuda.device_count():
-                torch.cuda.set_rng_state_all(states)
+        if self.augment is not None and "augment.p" in tensors and self.settings.augment == "ada":
+            self.augment.p = float(tensors["augment.p"])
+        if self.ada is not None and "augment.acc" in tensors:
+            self.ada.acc.copy_(tensors["augment.acc"])
         self.nimg, self.step_idx = int(state["nimg"]), int(state["step"])
         self.snapshot_nimg = int(state["snapshot_nimg"])
         self.sampler = Sampler(len(self.dataset), self.settings.seed, **state["data"])
+        same_world = int(state.get("world", 1)) == self.world
+        if self.rank == 0:
+            torch.set_rng_state(tensors["rng.torch"])
+            if self.device.type == "cuda" and not self.sync.active:
+                states = [tensors[k] for k in sorted(k for k in tensors if re.fullmatch(r"rng\.cuda\d+", k))]
+                if len(states) == torch.cuda.device_count():
+                    torch.cuda.set_rng_state_all(states)
+        elif same_world and f"rng.torch.rank{self.rank}" in tensors:
+            torch.set_rng_state(tensors[f"rng.torch.rank{self.rank}"])
+        else:  # a different number of ranks than before: fresh, but reproducible, streams
+            self._seed_rank(self.step_idx)
+        if self.sync.active and self.device.type == "cuda" and same_world and f"rng.cuda.rank{self.rank}" in tensors:
+            torch.cuda.set_rng_state(tensors[f"rng.cuda.rank{self.rank}"], self.device)
+
+    def broadcast_networks(self) -> None:
+        """Copy rank 0's networks to every rank (they start identical anyway; this makes sure)."""
+        if self.sync.active:
+            self.sync.broadcast_([*self.G.state_dict().values(), *self.D.state_dict().values(),
+                                  *self.G_ema.state_dict().values()])
+
+    def check_in_sync(self) -> None:
+        """Every rank must hold bit-identical networks; compare checksums of them on rank 0.
+
+        The checksums add the parameters' bit patterns as integers: exact, so they do not depend on
+        the order of a reduction (which differs with thread counts and devices).
+        """
+        if not self.sync.active:
+            return
+        sums = []
+        with torch.no_grad():
+            for net in (self.G, self.D, self.G_ema):
+                bits = torch.cat([p.detach().float().flatten() for p in net.parameters()]).view(torch.int32).long()
+                weights = torch.arange(len(bits), device=bits.device) % 1009 + 1
+                sums.append((int(bits.sum()), int((bits * weights).sum())))
+        seen = self.sync.gather(sums)
+        if any(other != seen[0] for other in seen[1:]):
+            raise CinemlError(f"The {self.world} training processes no longer hold identical networks at "
+                              f"{self.nimg / 1000:g} kimg (checksums {seen}). This is a bug in the stylegan2 trainer; "
+                              "the last checkpoint is still good, so running again resumes from it.")
 
 
 # --- The stage ------------------------------------------------------------------------------------
@@ -315,83 +428,208 @@ def _load_transfer_source(path: Path, dataset: FrameDataset, given: Any) -> tupl
 
 
 def train(ctx: StageContext) -> None:
-    """The ``stylegan2`` trainer: frames folder -> snapshots in ``ctx.output`` (resuming when possible)."""
+    """The ``stylegan2`` trainer: frames folder -> snapshots in ``ctx.output`` (resuming when possible).
+
+    One process by default; ``gpus > 1`` starts ranks 1..N-1 (spawn) and trains as rank 0 here; under
+    torchrun every process arrives here with its rank in the environment.
+    """
     opts = ctx.options
+    device = pick_device(opts.get("device") or "auto")
+    gpus = int(opts.get("gpus") or 1)
+    launched = distributed.from_env()
+    if launched is not None:
+        if gpus > 1 and launched.main:
+            ctx.warn(f"[train] gpus = {gpus} is ignored: torchrun started {launched.world} processes.")
+        if launched.main:
+            run_rank(ctx, launched, device)
+            return
+        code = 0
+        try:
+            run_rank(ctx, launched, device)
+        except CinemlError:
+            pass  # settings and divergence errors are decided collectively: rank 0 reports the same one
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        if code:
+            raise SystemExit(code)  # the traceback is above; rank 0 reports the run's outcome
+        return  # the engine publishes nothing on ranks > 0 (cineml.pipeline.worker_rank)
+    if gpus == 1:
+        run_rank(ctx, DistInfo(), device)
+        return
+    if device.type == "cpu" and (opts.get("device") or "auto") == "auto":
+        raise CinemlError(f"[train] gpus = {gpus} but PyTorch sees no CUDA GPU. Set gpus = 1, or set device = \"cpu\" "
+                          "to split the batch over CPU processes (only useful for testing).")
+    if device.type == "cuda" and torch.cuda.device_count() < gpus:
+        raise CinemlError(f"[train] gpus = {gpus} but PyTorch sees {torch.cuda.device_count()} CUDA GPU(s) on this "
+                          "machine. Lower gpus, or use torchrun to train across several machines (docs/training.md).")
+    job = {"options": dict(opts), "inputs": dict(ctx.inputs), "output": Path(ctx.output), "seed": ctx.project.seed,
+           "name": ctx.project.name, "root": ctx.project.root, "manifest": ctx.project.manifest_path,
+           "device": device.type, "threads": torch.get_num_threads()}
+    workers = distributed.Workers(gpus, _spawned_worker, job)
+    try:
+        run_rank(ctx, workers.rank0, device)
+        workers.join()
+    except CinemlError:
+        raise
+    except KeyboardInterrupt:
+        if workers.failed is None:
+            raise  # Ctrl-C: the engine says how to resume; ``stop`` ends the workers
+        raise CinemlError(f"Training stopped because one of the {gpus} training processes failed "
+                          f"({workers.failed}); its error, if it printed one, is above. Running again resumes "
+                          "from the last checkpoint.") from None
+    except BaseException:  # a collective failed: did a worker die?
+        try:
+            failed = workers.claim_failure()
+        except KeyboardInterrupt:  # the watcher's interrupt arrived while we were already handling it
+            failed = workers.claim_failure()
+        if failed is None:
+            raise
+        raise CinemlError(f"Training stopped because one of the {gpus} training processes failed ({failed}); "
+                          "its error, if it printed one, is above. Running again resumes from the last "
+                          "checkpoint.") from None
+    finally:
+        workers.stop()
+
+
+def _spawned_worker(info: DistInfo, job: dict[str, Any]) -> None:
+    """Entry point of ranks 1..N-1 started by ``gpus > 1``: the same training, silent, writing nothing."""
+    from cineml.manifest import Project
+
+    torch.set_num_threads(job["threads"])  # as many as rank 0 uses (matters on a shared CPU)
+    project = Project(name=job["name"], root=job["root"], manifest_path=job["manifest"], seed=job["seed"])
+    quiet = lambda msg: None  # noqa: E731
+    ctx = StageContext(project=project, stage="train", options=job["options"], output=job["output"],
+                       inputs=job["inputs"], progress=Progress(enabled=False), log=quiet, warn=quiet)
+    try:
+        run_rank(ctx, info, torch.device(job["device"]))
+    except CinemlError:
+        pass  # settings and divergence errors are decided collectively: rank 0 raises the same one
+
+
+
+def run_rank(ctx: StageContext, info: DistInfo, device: torch.device) -> TrainingLoop:
+    """Train as one rank of ``info`` (a single process when ``info.world == 1``); returns the loop."""
+    if info.world > 1:
+        device = distributed.init(info, device)
+    try:
+        return _train(ctx, Sync(info), device)
+    finally:
+        if info.world > 1:
+            distributed.shutdown()
+
+
+def _train(ctx: StageContext, sync: Sync, device: torch.device) -> TrainingLoop:
+    opts = ctx.options
+    info = sync.info
+    main = info.main
+    log = ctx.log if main else (lambda msg: None)
     out = Path(ctx.output)
-    out.mkdir(parents=True, exist_ok=True)
     if "frames" not in ctx.inputs:
         raise CinemlError("The stylegan2 trainer needs the frames folder (inputs['frames']); run the extract stage.")
-    for stale in out.glob(".*.tmp*"):  # half-written files of a killed run (see cineml.atomic_path)
-        if stale.is_file():
-            stale.unlink(missing_ok=True)
-    device = pick_device(opts.get("device") or "auto")
-    dataset = open_frames(Path(ctx.inputs["frames"]), out, mirror=bool(opts.get("mirror")), log=ctx.log)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        for stale in out.glob(".*.tmp*"):  # half-written files of a killed run (see cineml.atomic_path)
+            if stale.is_file():
+                stale.unlink(missing_ok=True)
+    # The frames cache is decoded by rank 0, then by the first process of each other machine, then the
+    # rest find it ready (a shared file system sees one cache; local disks one per machine).
+    frames, mirror = Path(ctx.inputs["frames"]), bool(opts.get("mirror"))
+    dataset = None
+    for turn in (main, not main and info.local_rank == 0, info.local_rank != 0):
+        if turn:
+            out.mkdir(parents=True, exist_ok=True)
+            dataset = open_frames(frames, out, mirror=mirror, log=log)
+        sync.barrier()
+    assert dataset is not None
 
-    own = ckpt.list_checkpoints(out)
-    source = saved = None
-    arch_source = ""
-    if own:
-        saved = ckpt.read_state(own[-1])["settings"]
-        arch_source = f"the interrupted run's checkpoint {own[-1]}"
-    elif opts.get("resume"):
-        source = _load_transfer_source(Path(opts["resume"]), dataset, opts["resume"])
-        saved = source[1]["settings"]
-        arch_source = f"resume = {str(opts['resume'])!r}"
-    arch_from = None if saved is None else {k: saved[k] for k in ARCH_FROM if k in saved}
-    settings = resolve(opts, dataset.resolution, dataset.channels, ctx.project.seed, device.type, arch_from,
-                       arch_source)
+    # Rank 0 decides what to continue from and shares it (other machines may not see its files).
+    plan: dict[str, Any] = {"kind": None, "arch_from": None, "arch_source": "", "tensors": None, "state": None}
+    if main:
+        own = ckpt.list_checkpoints(out)
+        saved = None
+        if own:
+            tensors, state = ckpt.load_checkpoint(own[-1])
+            plan.update(kind="resume", tensors=tensors, state=state, path=own[-1])
+            saved = state["settings"]
+            plan["arch_source"] = f"the interrupted run's checkpoint {own[-1]}"
+        elif opts.get("resume"):
+            tensors, state = _load_transfer_source(Path(opts["resume"]), dataset, opts["resume"])
+            plan.update(kind="transfer", tensors=tensors, state=state)
+            saved = state["settings"]
+            plan["arch_source"] = f"resume = {str(opts['resume'])!r}"
+        plan["arch_from"] = None if saved is None else {k: saved[k] for k in ARCH_FROM if k in saved}
+    plan = sync.broadcast_object(plan)
+    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    settings = resolve(opts, dataset.resolution, dataset.channels, ctx.project.seed, device.type, plan["arch_from"],
+                       plan["arch_source"], world=info.world, bf16_supported=bf16)
 
-    loop = TrainingLoop(settings, dataset, device)
-    if own:
-        tensors, state = ckpt.load_checkpoint(own[-1])
-        _check_compatible(settings, state["settings"], own[-1], ctx.warn)
+    loop = TrainingLoop(settings, dataset, device, sync)
+    tensors, state = plan["tensors"], plan["state"]
+    if plan["kind"] == "resume":
+        if main:
+            _check_compatible(settings, state["settings"], plan["path"], ctx.warn)
         loop.restore(tensors, state)
-        _trim_stats(out / STATS_NAME, loop.nimg)
-        ctx.log(f"Resuming training from {own[-1].name} at {loop.nimg / 1000:g} kimg.")
-    elif source is not None:
-        tensors = source[0]
+        if main:
+            _trim_stats(out / STATS_NAME, loop.nimg)
+        log(f"Resuming training from {plan['path'].name} at {loop.nimg / 1000:g} kimg.")
+    elif plan["kind"] == "transfer":
         if not any(k.startswith("G.") for k in tensors):  # imported files may hold only the EMA generator
             tensors.update({"G." + k: v for k, v in ckpt.sub_state(tensors, "G_ema.").items()})
         nets = ("G", "D", "G_ema")
         if not any(k.startswith("D.") for k in tensors):
-            ctx.warn(f"resume = {str(opts['resume'])!r} has no discriminator; D starts from scratch.")
+            if main:
+                ctx.warn(f"resume = {str(opts['resume'])!r} has no discriminator; D starts from scratch.")
             nets = ("G", "G_ema")
         loop.load_networks(tensors, nets, where=str(opts["resume"]))
-        ctx.log(f"Transfer learning from {opts['resume']} (kimg restarts at 0).")
-    with atomic_path(out / OPTIONS_NAME) as tmp:
-        tmp.write_text(json.dumps(settings.to_json(), indent=2))
-    _run(ctx, loop, out, fresh=not own)
-    remove_cache(out)
+        log(f"Transfer learning from {opts['resume']} (kimg restarts at 0).")
+    fresh = plan["kind"] != "resume"
+    del plan, tensors
+    loop.broadcast_networks()
+    if info.world > 1:
+        log(f"Training with {info.world} processes ({info.launcher}), {settings.batch // info.world} images each "
+            f"per step.")
+    if main:
+        with atomic_path(out / OPTIONS_NAME) as tmp:
+            tmp.write_text(json.dumps(settings.to_json(), indent=2))
+    _run(ctx, loop, out, fresh=fresh)
+    sync.barrier()
+    if info.local_rank == 0:
+        remove_cache(out)
+    return loop
 
 
 def _run(ctx: StageContext, loop: TrainingLoop, out: Path, fresh: bool) -> None:
     s = loop.settings
+    main = loop.sync.info.main
+    log = ctx.log if main else (lambda msg: None)
     gw, gh = s.grid
     grid_z = torch.randn(gw * gh, s.z_dim, generator=torch.Generator().manual_seed(s.seed + 1))
-    if fresh or not (out / "reals.png").exists():
+    if main and (fresh or not (out / "reals.png").exists()):
         reals = loop.dataset.get(loop.dataset.grid_indices(gw * gh))
         save_png(to_uint8_grid(torch.from_numpy(reals).float() / 127.5 - 1, s.grid), out / "reals.png")
-    if fresh:
+    if main and fresh:
         save_png(to_uint8_grid(loop.generate_grid(grid_z), s.grid), out / ckpt.fakes_name(0))
 
     total = max(int(round(s.kimg * 1000)), 0)
     snap = max(int(round(s.snapshot_kimg * 1000)), 1)
     if loop.nimg >= total:
-        ctx.log(f"Training already reached {loop.nimg / 1000:g} kimg (kimg = {s.kimg:g}); nothing to do.")
+        log(f"Training already reached {loop.nimg / 1000:g} kimg (kimg = {s.kimg:g}); nothing to do.")
         return
     acc: dict[str, list[float]] = {}
     t_interval, n_interval = time.perf_counter(), loop.nimg
     t_info = 0.0
-    cpu_note_due = loop.device.type == "cpu"
+    cpu_note_due = loop.device.type == "cpu" and main
     t_first, n_first = None, 0
-    with ctx.progress("Training", total=s.kimg, unit="kimg") as bar:
+    progress = ctx.progress if main else Progress(enabled=False)
+    with progress("Training", total=s.kimg, unit="kimg") as bar:
         bar.advance(loop.nimg / 1000)
         while loop.nimg < total:
             stats = loop.step()
             values = {k: float(v) for k, v in stats.items()}
             bad = [k for k in ("loss_G", "loss_D", "r1_penalty", "pl_penalty") if k in values
                    and not math.isfinite(values[k])]
-            if bad:
+            if bad:  # the values are averaged over ranks, so every rank stops here together
                 last = ckpt.list_checkpoints(out)
                 where = (f"the last good checkpoint is {last[-1]}, and running again resumes from it" if last
                          else "no checkpoint was written yet, so running again starts over")
@@ -406,12 +644,14 @@ def _run(ctx: StageContext, loop: TrainingLoop, out: Path, fresh: bool) -> None:
             elif cpu_note_due and loop.nimg - n_first >= 4 * s.batch:
                 cpu_note_due = False
                 spk = (time.perf_counter() - t_first) / (loop.nimg - n_first) * 1000
-                ctx.log(expected_cpu_note(s, spk, torch.get_num_threads()))
+                log(expected_cpu_note(s, spk, torch.get_num_threads()))
             now = time.perf_counter()
-            if now - t_info > 1.0:
+            if main and now - t_info > 1.0:
                 t_info = now
                 spk = (now - t_interval) / max(loop.nimg - n_interval, 1) * 1000
-                bar.update(info=f"{spk:.1f} s/kimg  G {values.get('loss_G', 0):.3f}  D {values.get('loss_D', 0):.3f}")
+                aug = f"  p {loop.augment.p:.3f}" if loop.augment is not None else ""
+                bar.update(info=f"{spk:.1f} s/kimg  G {values.get('loss_G', 0):.3f}  "
+                                f"D {values.get('loss_D', 0):.3f}{aug}")
             if loop.nimg >= total or loop.nimg >= (loop.snapshot_nimg // snap + 1) * snap:
                 nominal = total if loop.nimg >= total else loop.nimg // snap * snap
                 elapsed = time.perf_counter() - t_interval
@@ -422,18 +662,60 @@ def _run(ctx: StageContext, loop: TrainingLoop, out: Path, fresh: bool) -> None:
 
 def _snapshot(ctx: StageContext, loop: TrainingLoop, out: Path, nominal: int, grid_z: torch.Tensor,
               acc: dict[str, list[float]], elapsed: float, shown: int) -> None:
-    """fakes grid -> stats line -> checkpoint -> prune -> hook (this order keeps a killed run consistent)."""
+    """fakes grid -> metrics -> stats line -> checkpoint -> prune -> hook (this order keeps a killed run
+    consistent). Every rank comes here; only rank 0 writes."""
     s = loop.settings
     loop.snapshot_nimg = nominal
+    loop.check_in_sync()
+    rng = loop.rng_states()  # a collective: every rank hands its RNG state to rank 0's checkpoint
+    if not loop.sync.info.main:
+        return
     fakes = out / ckpt.fakes_name(nominal)
     save_png(to_uint8_grid(loop.generate_grid(grid_z), s.grid), fakes)
     record: dict[str, Any] = {"kimg": nominal / 1000, "nimg": loop.nimg, "step": loop.step_idx}
     record.update({k: sum(v) / len(v) for k, v in sorted(acc.items())})
+    if loop.augment is not None:
+        record["augment_p"] = loop.augment.p  # the current value, not the interval's mean
+    if loop.ada is not None and loop.ada.rt is not None:
+        record["ada_rt"] = loop.ada.rt
+    if "swd" in s.metrics:
+        t0 = time.perf_counter()
+        record.update(compute_swd(loop))
+        record["swd_seconds"] = round(time.perf_counter() - t0, 3)
     record.update({"sec_per_kimg": elapsed / max(shown, 1) * 1000, "img_per_sec": shown / max(elapsed, 1e-9),
                    "memory_mb": round(memory_mb(loop.device), 1), "time": time.time()})
+    if loop.world > 1:
+        record["gpus"] = loop.world
     with open(out / STATS_NAME, "a") as f:
         f.write(json.dumps(record) + "\n")
     path = out / ckpt.checkpoint_name(nominal)
-    ckpt.save_checkpoint(path, loop.checkpoint_tensors(), loop.checkpoint_state())
+    tensors = loop.checkpoint_tensors(rng)
+    ckpt.save_checkpoint(path, tensors, loop.checkpoint_state())
     ckpt.prune(out, s.keep)
     ctx.snapshot_written(nominal / 1000, path, fakes)
+
+
+def compute_swd(loop: TrainingLoop, chunk: int = 64) -> dict[str, float]:
+    """SWD between ``metric_images`` training frames and as many G_ema images (both fixed by the seed).
+
+    Runs under a forked RNG so that metrics never change the training's random stream (exact resume).
+    """
+    from .metrics import PatchSet, patches_per_image, swd
+
+    s, dev = loop.settings, loop.device
+    count = min(s.metric_images, loop.dataset.num_frames)
+    per_image = patches_per_image(count)
+    if loop._swd_reals is None:
+        pick = np.sort(np.random.default_rng(s.seed + 3).choice(loop.dataset.num_frames, count, replace=False))
+        reals = PatchSet(per_image, s.seed)
+        for start in range(0, count, chunk):
+            frames = torch.from_numpy(loop.dataset.get(pick[start:start + chunk])).to(dev)
+            reals.add(frames.float() / 127.5 - 1)
+        loop._swd_reals = reals.descriptors()
+    fakes = PatchSet(per_image, s.seed)
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []), torch.no_grad():
+        torch.manual_seed(s.seed + 4)
+        for start in range(0, count, chunk):
+            z = torch.randn(min(chunk, count - start), s.z_dim, device=dev)
+            fakes.add(loop.G_ema(z, noise_mode="random").clamp(-1, 1))
+    return swd(loop._swd_reals, fakes.descriptors(), s.resolution, s.img_channels, seed=s.seed)
