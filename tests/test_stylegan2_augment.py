@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from cineml.testing import make_context
 from cineml_plugins.stylegan2 import checkpoints as ckpt
@@ -18,6 +17,7 @@ from cineml_plugins.stylegan2.augment import (COLOR, GEOMETRIC, AdaController, A
 from cineml_plugins.stylegan2.loss import r1_penalty
 from cineml_plugins.stylegan2.networks import Discriminator
 from cineml_plugins.stylegan2.plugin import StyleGAN2Trainer
+from training_frames import make_frames
 
 
 @pytest.fixture(autouse=True)
@@ -197,21 +197,11 @@ FAST = {"config": "tiny", "channel_base": 256, "channel_max": 32, "batch": 8, "d
         "snapshot_kimg": 0.016, "augment_p": 0.2, "ada_kimg": 1.0}
 
 
-def make_frames(folder: Path, count: int = 16, res: int = 16) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for i in range(count):
-        a = rng.integers(0, 40, (res, res, 3), dtype=np.uint8)
-        a[:, : res // 2] += 200
-        Image.fromarray(a).save(folder / f"{i + 1:06d}.png")
-    return folder
-
-
 def train(tmp_path: Path, out: Path, **options) -> list[str]:
     impl = StyleGAN2Trainer()
     frames = tmp_path / "frames"
     if not frames.exists():
-        make_frames(frames)
+        make_frames(frames, count=16)
     ctx = make_context(tmp_path, impl, options={**FAST, **options}, inputs={"frames": frames}, output=out)
     messages: list[str] = []
     ctx.log = ctx.warn = messages.append

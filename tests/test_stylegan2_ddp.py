@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from safetensors.torch import load_file
 
 from cineml import CinemlError
@@ -27,6 +26,7 @@ from cineml_plugins.stylegan2.networks import Discriminator, Generator, mixed_pr
 from cineml_plugins.stylegan2.plugin import StyleGAN2Trainer
 from cineml_plugins.stylegan2.presets import resolve
 from cineml_plugins.stylegan2.training import TrainingLoop
+from training_frames import Recorder, make_frames
 
 FAST = {"config": "tiny", "channel_base": 256, "channel_max": 32, "batch": 8, "device": "cpu", "grid": [4, 2],
         "augment_p": 0.3, "ada_kimg": 1.0}
@@ -39,24 +39,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def make_frames(folder: Path, count: int = 16, res: int = 16) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for i in range(count):
-        a = rng.integers(0, 40, (res, res, 3), dtype=np.uint8)
-        a[:, : res // 2] += 200
-        Image.fromarray(a).save(folder / f"{i + 1:06d}.png")
-    return folder
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.snapshots: list[dict] = []
-
-    def snapshot_written(self, **kwargs) -> None:
-        self.snapshots.append(kwargs)
 
 
 # Each torchrun rank trains through the trainer's per-rank entry point and dumps its own networks,
@@ -87,7 +69,7 @@ save_file(tensors, str(tmp / f"rank{info.rank}.safetensors"))
 
 
 def test_torchrun_two_processes_stay_identical_and_write_once(tmp_path):
-    frames = make_frames(tmp_path / "frames")
+    frames = make_frames(tmp_path / "frames", count=16)
     out = tmp_path / "out"
     script = tmp_path / "rank.py"
     script.write_text(RANK_SCRIPT)
@@ -120,7 +102,7 @@ def test_torchrun_two_processes_stay_identical_and_write_once(tmp_path):
 
 
 def test_gpus_option_spawns_workers_and_resumes(tmp_path):
-    frames = make_frames(tmp_path / "frames")
+    frames = make_frames(tmp_path / "frames", count=16)
     out = tmp_path / "out"
     impl = StyleGAN2Trainer()
 

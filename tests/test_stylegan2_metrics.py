@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from cineml import CinemlError
 from cineml.testing import make_context
@@ -17,6 +14,7 @@ from cineml_plugins.stylegan2 import metrics
 from cineml_plugins.stylegan2.metrics import _expand, laplacian_pyramid, random_patches, sliced_wasserstein
 from cineml_plugins.stylegan2.plugin import StyleGAN2Trainer
 from cineml_plugins.stylegan2.presets import resolve
+from training_frames import make_frames
 
 
 @pytest.fixture(autouse=True)
@@ -84,18 +82,8 @@ def test_swd_is_zero_for_identical_sets_and_grows_with_a_shift():
     assert blurred["swd_32"] / same_dist["swd_32"] > blurred["swd_16"] / same_dist["swd_16"]
 
 
-def make_frames(folder: Path, count: int = 16, res: int = 16) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for i in range(count):
-        a = rng.integers(0, 40, (res, res, 3), dtype=np.uint8)
-        a[:, : res // 2] += 200
-        Image.fromarray(a).save(folder / f"{i + 1:06d}.png")
-    return folder
-
-
 def test_swd_is_logged_at_snapshots_and_never_changes_training(tmp_path):
-    frames = make_frames(tmp_path / "frames")
+    frames = make_frames(tmp_path / "frames", count=16)
     impl = StyleGAN2Trainer()
     opts = {"config": "tiny", "channel_base": 256, "channel_max": 32, "batch": 8, "device": "cpu", "grid": [4, 2],
             "kimg": 0.032, "snapshot_kimg": 0.016}

@@ -22,6 +22,7 @@ from cineml_plugins.stylegan2 import checkpoints as ckpt
 from cineml_plugins.stylegan2.dataset import open_frames
 from cineml_plugins.stylegan2.plugin import StyleGAN2Trainer
 from cineml_plugins.stylegan2.presets import default_grid, resolve
+from training_frames import Recorder, make_frames
 
 RES = 16
 # A deliberately small network (the "tiny" preset with fewer channels) so every run takes seconds.
@@ -35,28 +36,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def make_frames(folder: Path, count: int = 32, res: int = RES, mode: str = "RGB") -> Path:
-    """Film-like frames with a fixed layout: bright left half, dark right half, plus grain."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for i in range(count):
-        a = rng.integers(0, 40, (res, res, 3), dtype=np.uint8)
-        a[:, : res // 2] += 200
-        im = Image.fromarray(a)
-        (im.convert("L") if mode == "L" else im).save(folder / f"{i + 1:06d}.png")
-    return folder
-
-
-class Recorder:
-    """Stands in for the engine's hook relay: records snapshot_written calls."""
-
-    def __init__(self) -> None:
-        self.snapshots: list[dict] = []
-
-    def snapshot_written(self, **kwargs) -> None:
-        self.snapshots.append(kwargs)
 
 
 def run(tmp_path: Path, frames: Path, out: Path, hook=None, **options) -> list[str]:
