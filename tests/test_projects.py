@@ -26,9 +26,9 @@ def test_shipped_manifest_validates(tmp_path, name):
 
 def load_project_with_footage(manifest: Path):
     """Films are not shipped: stand in an empty file where a manifest expects footage."""
-    import tomllib
+    from cineml.manifest import read_toml
 
-    data = tomllib.loads(manifest.read_text())
+    data = read_toml(manifest)
     if "source" not in data and data.get("project", {}).get("source"):
         film = manifest.parent / data["project"]["source"]
         film.parent.mkdir(parents=True, exist_ok=True)
