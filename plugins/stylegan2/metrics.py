@@ -11,16 +11,25 @@ Reported x1000 per level (``swd_64``, ``swd_32``, ``swd_16``) and averaged (``sw
 The patches of both sets are normalised with the *training frames'* per-channel mean and standard
 deviation (computed per level), so a global colour or brightness shift still counts as a difference.
 
-FID/KID need Inception-v3 weights, which CineML never downloads; they are not implemented.
+FID (Heusel et al. 2017) and KID (Binkowski et al. 2018) compare feature vectors of the two sets from
+a feature network the artist provides as a TorchScript file (``inception`` option; NVIDIA's
+``inception-2015-12-05`` gives the usual 2048-D pool features). CineML never downloads it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import warnings
+from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
+
+from cineml import CinemlError
+
+from .presets import MISSING_INCEPTION
 
 PATCH = 7
 _BINOMIAL = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16
@@ -148,3 +157,148 @@ def batches(make: Callable[[int, int], torch.Tensor], count: int, chunk: int) ->
     """``make(start, n)`` for consecutive chunks covering ``count`` images."""
     for start in range(0, count, chunk):
         yield make(start, min(chunk, count - start))
+
+
+# --- FID and KID on feature vectors ---------------------------------------------------------------
+
+
+def _sqrtm_psd(a: torch.Tensor) -> torch.Tensor:
+    """Square root of a symmetric positive semi-definite matrix (eigenvalues below 0 from rounding -> 0)."""
+    vals, vecs = torch.linalg.eigh((a + a.T) / 2)
+    return (vecs * vals.clamp_min(0).sqrt()) @ vecs.T
+
+
+def fid_from_stats(mu1: torch.Tensor, s1: torch.Tensor, mu2: torch.Tensor, s2: torch.Tensor) -> float:
+    """Frechet distance of two Gaussians: ||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)), in float64.
+
+    Tr((S1 S2)^(1/2)) = Tr((R S2 R)^(1/2)) with R = S1^(1/2): the same eigenvalues, but R S2 R is
+    symmetric PSD, so eigh gives a stable root (no complex parts as with a general sqrtm of S1 S2).
+    """
+    mu1, s1, mu2, s2 = (t.to(torch.float64) for t in (mu1, s1, mu2, s2))
+    root = _sqrtm_psd(s1)
+    inner = root @ s2 @ root
+    vals = torch.linalg.eigvalsh((inner + inner.T) / 2).clamp_min(0)
+    value = (mu1 - mu2).square().sum() + s1.trace() + s2.trace() - 2 * vals.sqrt().sum()
+    return float(value)
+
+
+def mean_cov(feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and (unbiased) covariance of [N, D] feature vectors, in float64."""
+    x = feats.to(torch.float64)
+    mu = x.mean(dim=0)
+    xc = x - mu
+    return mu, xc.T @ xc / max(len(x) - 1, 1)
+
+
+def fid(real_feats: torch.Tensor, fake_feats: torch.Tensor) -> float:
+    """Frechet Inception Distance between two [N, D] feature sets (lower is better)."""
+    return fid_from_stats(*mean_cov(real_feats), *mean_cov(fake_feats))
+
+
+KID_FULL_KERNEL = 4096  # 3 kernel matrices of 4096^2 float64 = 400 MB
+
+
+def kid(real_feats: torch.Tensor, fake_feats: torch.Tensor, subsets: int = 100, subset_size: int = 1000,
+        seed: int = 0) -> float:
+    """Kernel Inception Distance: the unbiased MMD^2 with the kernel k(x, y) = (x.y / d + 1)^3, averaged
+    over ``subsets`` random subsets of ``subset_size`` vectors from each set (Binkowski et al. 2018).
+
+    Unbiased: it is ~0 (and may be slightly negative) when both sets come from one distribution.
+    """
+    x, y = real_feats.to(torch.float64), fake_feats.to(torch.float64)
+    m = min(subset_size, len(x), len(y))
+    if m < 2:
+        raise ValueError(f"kid needs at least 2 vectors per set, got {len(x)} and {len(y)}")
+    d = x.shape[1]
+    kernel = lambda a, b: (a @ b.T / d + 1) ** 3  # noqa: E731
+    # Up to KID_FULL_KERNEL vectors per set, the whole kernel matrices once; each subset sums a block.
+    full = max(len(x), len(y)) <= KID_FULL_KERNEL
+    if full:
+        kxx, kyy, kxy = kernel(x, x), kernel(y, y), kernel(x, y)
+    gen = torch.Generator().manual_seed(seed)
+    total = 0.0
+    for _ in range(subsets):
+        i = torch.randperm(len(x), generator=gen)[:m]
+        j = torch.randperm(len(y), generator=gen)[:m]
+        if full:
+            sxx, syy, sxy = kxx[i][:, i], kyy[j][:, j], kxy[i][:, j]
+        else:
+            sxx, syy, sxy = kernel(x[i], x[i]), kernel(y[j], y[j]), kernel(x[i], y[j])
+        within = (sxx.sum() - sxx.diagonal().sum() + syy.sum() - syy.diagonal().sum()) / (m * (m - 1))
+        total += float(within - 2 * sxy.mean())
+    return total / subsets
+
+
+# --- The artist's feature network -----------------------------------------------------------------
+
+
+def file_hash(path: Path) -> str:
+    """SHA-256 of a file (keys the cached real features to the exact network)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class FeatureNet:
+    """A TorchScript feature network from the artist's file: images -> one feature vector each.
+
+    Expects what NVIDIA's ``inception-2015-12-05`` TorchScript takes: float images [N, 3, H, W] with
+    values 0..255 at any size (it resizes to 299x299 itself); called as ``net(x, return_features=True)``
+    it returns the 2048-D pool features. Networks without that keyword are called as ``net(x)``.
+    """
+
+    def __init__(self, path: Path | str, device: torch.device | str = "cpu") -> None:
+        self.path, self.device = Path(path), torch.device(device)
+        if not self.path.is_file():
+            raise CinemlError(f"[train] inception = {str(path)!r}: no such file. {MISSING_INCEPTION}")
+        try:  # a TorchScript archive: its code is TorchScript, its tensors load without unpickling objects
+            with warnings.catch_warnings():  # torch.jit is deprecated, but it is the format the network ships in
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self.net = torch.jit.load(str(self.path), map_location=self.device).eval()
+        except Exception as exc:  # noqa: BLE001 (any failure means: not a TorchScript file)
+            raise CinemlError(f"[train] inception = {str(path)!r} is not a TorchScript archive ({exc}). "
+                              f"{MISSING_INCEPTION}") from None
+        self.keyword: bool | None = None  # does forward take return_features? found on the first call
+        self._hash: str | None = None
+
+    @property
+    def sha256(self) -> str:
+        if self._hash is None:
+            self._hash = file_hash(self.path)
+        return self._hash
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """Images [N, C, H, W] in [-1, 1] -> features [N, D] (float32, CPU). Pixels are rounded to the
+        0..255 levels a saved PNG would hold; 1-channel images are repeated to RGB."""
+        x = (images.to(self.device, torch.float32) * 127.5 + 128).clamp(0, 255).floor()
+        if x.shape[1] == 1:
+            x = x.repeat(1, 3, 1, 1)
+        out = self._forward(x)
+        if not isinstance(out, torch.Tensor) or out.ndim < 2 or out.shape[0] != len(x):
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise CinemlError(f"[train] inception = {str(self.path)!r} returned {shape} for {len(x)} images; it "
+                              "must return one feature vector per image ([N, D]).")
+        return out.reshape(len(x), -1).float().cpu()
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        first: Exception | str = "not tried"
+        if self.keyword is not False:
+            try:
+                out = self.net(x, return_features=True)
+                self.keyword = True
+                return out
+            except (RuntimeError, TypeError) as exc:
+                if self.keyword:
+                    raise
+                first = exc
+        try:
+            out = self.net(x)
+        except (RuntimeError, TypeError) as exc:
+            raise CinemlError(f"[train] inception = {str(self.path)!r} failed on images {tuple(x.shape)} "
+                              f"(with return_features=True: {first}; without: {exc}).") from None
+        self.keyword = False
+        return out
+

@@ -85,10 +85,15 @@ class StyleGAN2Trainer(Trainer):
                     "under torchrun the launch decides). With device = 'cpu' it starts CPU processes instead, "
                     "which is only useful for testing."),
         Option("metrics", list, [], check=_metric_names,
-               help="Quality metrics computed at every snapshot and logged in stats.jsonl: 'swd' (sliced "
-                    "Wasserstein distance of multi-scale patches, lower is better)."),
+               help="Quality metrics computed at every snapshot and logged in stats.jsonl, lower is better: "
+                    "'swd' (sliced Wasserstein distance of multi-scale patches), 'fid' (Frechet Inception "
+                    "Distance) and 'kid' (Kernel Inception Distance); fid and kid need inception."),
         Option("metric_images", int, 1024, min=16,
                help="Real and generated images each metric compares (more: steadier but slower)."),
+        Option("inception", str, None, path=True, must_exist=True,
+               help="Feature network for fid and kid: a TorchScript file on this machine (never downloaded), "
+                    "e.g. NVIDIA's inception-2015-12-05.pt (0..255 RGB images of any size in, 2048-D pool "
+                    "features out with return_features=True; other networks are called as net(x))."),
     )
 
     def train(self, ctx: StageContext) -> None:

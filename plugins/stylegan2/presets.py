@@ -15,7 +15,12 @@ from typing import Any
 from cineml import CinemlError
 
 CONFIGS = ("auto", "stylegan2", "paper256", "tiny")
-METRICS = ("swd",)
+METRICS = ("swd", "fid", "kid")
+FEATURE_METRICS = ("fid", "kid")  # need the artist's feature network (option ``inception``)
+MISSING_INCEPTION = (
+    "FID and KID need a feature network as a TorchScript file on this machine, which CineML never downloads: "
+    "set inception = \"path/to/inception-2015-12-05.pt\" in [train] (NVIDIA's Inception-v3 TorchScript, the one "
+    "the StyleGAN2-ADA and StyleGAN3 metrics use), or remove \"fid\" and \"kid\" from metrics.")
 
 # Per-config values: (kimg, snapshot_kimg, batch, mbstd_group, channel_base, channel_max, map_layers, lr,
 # gamma, ema_kimg, ema_rampup). None: computed by the ``auto`` formulas from the resolution.
@@ -72,6 +77,7 @@ class Settings:
     gpus: int = 1  # processes sharing the batch (world size)
     metrics: tuple[str, ...] = ()
     metric_images: int = 1024
+    inception: str | None = None  # TorchScript feature network for FID/KID
     pl_decay: float = 0.01
     pl_batch_shrink: int = 2
     g_reg_interval: int = 4
@@ -83,7 +89,7 @@ class Settings:
     ARCH_KEYS = ("resolution", "img_channels", "channel_base", "channel_max", "map_layers", "z_dim", "w_dim")
     # Settings an artist may change between an interrupted run and its continuation without notice.
     FREE_KEYS = ("kimg", "snapshot_kimg", "keep", "device", "grid", "resume", "gpus", "batch_gpu", "compile",
-                 "metrics", "metric_images")
+                 "metrics", "metric_images", "inception")
 
     @property
     def g_kwargs(self) -> dict[str, Any]:
@@ -184,6 +190,11 @@ def resolve(options: dict[str, Any], resolution: int, img_channels: int, project
     if unknown:
         raise CinemlError(f"[train] metrics = {list(metrics)!r}: unknown metric {unknown[0]!r}; available: "
                           f"{', '.join(METRICS)}.")
+    inception = options.get("inception")
+    wants = [m for m in metrics if m in FEATURE_METRICS]
+    if wants and not inception:
+        raise CinemlError(f"[train] metrics = {list(metrics)!r} asks for {' and '.join(wants)} but inception is not "
+                          f"set. {MISSING_INCEPTION}")
     ada_kimg = options.get("ada_kimg")
     dims = {k: int(arch_from[k]) for k in ("z_dim", "w_dim") if arch_from and k in arch_from}
     return Settings(
@@ -206,7 +217,8 @@ def resolve(options: dict[str, Any], resolution: int, img_channels: int, project
         # The paper adapts faster (100 kimg) when fine-tuning a trained network.
         ada_kimg=float(ada_kimg if ada_kimg is not None else (100 if options.get("resume") else 500)),
         precision=precision, compile=bool(options.get("compile", False)), gpus=world, metrics=metrics,
-        metric_images=int(pick_default(options, "metric_images", 1024)))
+        metric_images=int(pick_default(options, "metric_images", 1024)),
+        inception=None if inception is None else str(inception))
 
 
 def pick_default(options: dict[str, Any], key: str, default: Any) -> Any:

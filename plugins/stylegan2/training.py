@@ -156,7 +156,7 @@ class TrainingLoop:
         self.step_idx = 0
         self.snapshot_nimg = 0  # nominal image count of the last snapshot
         self._seed_rank(0)
-        self._swd_reals: list[torch.Tensor] | None = None
+        self.metric_cache: dict[str, Any] = {}  # real-frame descriptors/features and the feature net
 
     def _seed_rank(self, step: int) -> None:
         """Ranks > 0 draw their own latents and augmentations (rank 0 keeps the single-process stream)."""
@@ -616,6 +616,8 @@ def _run(ctx: StageContext, loop: TrainingLoop, out: Path, fresh: bool) -> None:
     if loop.nimg >= total:
         log(f"Training already reached {loop.nimg / 1000:g} kimg (kimg = {s.kimg:g}); nothing to do.")
         return
+    if main and any(m in s.metrics for m in ("fid", "kid")):
+        real_features(loop, out, log)  # loads and checks the feature network before training starts
     acc: dict[str, list[float]] = {}
     t_interval, n_interval = time.perf_counter(), loop.nimg
     t_info = 0.0
@@ -678,10 +680,10 @@ def _snapshot(ctx: StageContext, loop: TrainingLoop, out: Path, nominal: int, gr
         record["augment_p"] = loop.augment.p  # the current value, not the interval's mean
     if loop.ada is not None and loop.ada.rt is not None:
         record["ada_rt"] = loop.ada.rt
-    if "swd" in s.metrics:
+    if s.metrics:
         t0 = time.perf_counter()
-        record.update(compute_swd(loop))
-        record["swd_seconds"] = round(time.perf_counter() - t0, 3)
+        record.update(compute_metrics(loop, out))
+        record["metrics_seconds"] = round(time.perf_counter() - t0, 3)
     record.update({"sec_per_kimg": elapsed / max(shown, 1) * 1000, "img_per_sec": shown / max(elapsed, 1e-9),
                    "memory_mb": round(memory_mb(loop.device), 1), "time": time.time()})
     if loop.world > 1:
@@ -695,27 +697,93 @@ def _snapshot(ctx: StageContext, loop: TrainingLoop, out: Path, nominal: int, gr
     ctx.snapshot_written(nominal / 1000, path, fakes)
 
 
-def compute_swd(loop: TrainingLoop, chunk: int = 64) -> dict[str, float]:
-    """SWD between ``metric_images`` training frames and as many G_ema images (both fixed by the seed).
-
-    Runs under a forked RNG so that metrics never change the training's random stream (exact resume).
-    """
-    from .metrics import PatchSet, patches_per_image, swd
-
-    s, dev = loop.settings, loop.device
+def metric_frames(loop: TrainingLoop) -> np.ndarray:
+    """The ``metric_images`` training frames every metric compares against (fixed by the seed)."""
+    s = loop.settings
     count = min(s.metric_images, loop.dataset.num_frames)
+    return np.sort(np.random.default_rng(s.seed + 3).choice(loop.dataset.num_frames, count, replace=False))
+
+
+def real_batches(loop: TrainingLoop, chunk: int = 64):
+    """The metric frames in [-1, 1] on the training device, ``chunk`` at a time."""
+    pick = metric_frames(loop)
+    for start in range(0, len(pick), chunk):
+        yield torch.from_numpy(loop.dataset.get(pick[start:start + chunk])).to(loop.device).float() / 127.5 - 1
+
+
+def real_features(loop: TrainingLoop, out: Path, log: Callable[[str], None] = lambda msg: None) -> torch.Tensor:
+    """Feature vectors of the metric frames from the artist's network: computed once per run and cached in
+    ``out`` (keyed by the network file's hash and the frame count), so snapshots only embed fakes."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from .metrics import FeatureNet
+
+    cache = loop.metric_cache
+    if "real_features" in cache:
+        return cache["real_features"]
+    s = loop.settings
+    if "feature_net" not in cache:
+        cache["feature_net"] = FeatureNet(s.inception, loop.device)
+    net = cache["feature_net"]
+    count = len(metric_frames(loop))
+    path = out / f"inception-reals-{net.sha256[:16]}-{count}.safetensors"
+    meta = {"inception_sha256": net.sha256, "frames": str(loop.dataset.num_frames), "count": str(count),
+            "seed": str(s.seed), "resolution": str(s.resolution), "channels": str(s.img_channels)}
+    feats = None
+    if path.is_file():
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                if f.metadata() == meta:
+                    feats = f.get_tensor("features")
+        except Exception:  # noqa: BLE001 (a damaged cache is simply recomputed)
+            feats = None
+    if feats is None:
+        log(f"Computing the feature vectors of {count} training frames with {Path(s.inception).name} "
+            f"(once; cached in {path.name}).")
+        with torch.random.fork_rng(devices=[loop.device] if loop.device.type == "cuda" else []):
+            feats = torch.cat([net(batch) for batch in real_batches(loop)])
+        with atomic_path(path) as tmp:
+            save_file({"features": feats.contiguous()}, str(tmp), metadata=meta)
+    cache["real_features"] = feats
+    return feats
+
+
+def compute_metrics(loop: TrainingLoop, out: Path, chunk: int = 64) -> dict[str, float]:
+    """The chosen metrics between ``metric_images`` training frames and as many G_ema images.
+
+    The fakes are generated once and shared by every metric. Runs under a forked RNG so that metrics
+    never change the training's random stream (exact resume).
+    """
+    from .metrics import PatchSet, fid, kid, patches_per_image, swd
+
+    s, dev, cache = loop.settings, loop.device, loop.metric_cache
+    count = len(metric_frames(loop))
     per_image = patches_per_image(count)
-    if loop._swd_reals is None:
-        pick = np.sort(np.random.default_rng(s.seed + 3).choice(loop.dataset.num_frames, count, replace=False))
+    want_swd = "swd" in s.metrics
+    want_feats = any(m in s.metrics for m in ("fid", "kid"))
+    if want_swd and "swd_reals" not in cache:
         reals = PatchSet(per_image, s.seed)
-        for start in range(0, count, chunk):
-            frames = torch.from_numpy(loop.dataset.get(pick[start:start + chunk])).to(dev)
-            reals.add(frames.float() / 127.5 - 1)
-        loop._swd_reals = reals.descriptors()
+        for batch in real_batches(loop, chunk):
+            reals.add(batch)
+        cache["swd_reals"] = reals.descriptors()
+    real_feats = real_features(loop, out) if want_feats else None
     fakes = PatchSet(per_image, s.seed)
+    fake_feats = []
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []), torch.no_grad():
         torch.manual_seed(s.seed + 4)
         for start in range(0, count, chunk):
             z = torch.randn(min(chunk, count - start), s.z_dim, device=dev)
-            fakes.add(loop.G_ema(z, noise_mode="random").clamp(-1, 1))
-    return swd(loop._swd_reals, fakes.descriptors(), s.resolution, s.img_channels, seed=s.seed)
+            images = loop.G_ema(z, noise_mode="random").clamp(-1, 1)
+            if want_swd:
+                fakes.add(images)
+            if want_feats:
+                fake_feats.append(cache["feature_net"](images))
+    result: dict[str, float] = {}
+    if want_swd:
+        result.update(swd(cache["swd_reals"], fakes.descriptors(), s.resolution, s.img_channels, seed=s.seed))
+    if "fid" in s.metrics:
+        result["fid"] = fid(real_feats, torch.cat(fake_feats))
+    if "kid" in s.metrics:
+        result["kid"] = kid(real_feats, torch.cat(fake_feats), seed=s.seed)
+    return result
