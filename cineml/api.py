@@ -205,17 +205,27 @@ class Layout:
     help: str = ""
     plugin: str = ""
     plugin_version: str = ""
+    #: ``capacity(options) -> int | None``: how many images one picture shows with these (validated)
+    #: options, or None when that depends on the images. Animations need it to give each tile its own
+    #: stretch of the input; without it the artist must say ``tiles = N``.
+    capacity: Callable[[dict[str, Any]], int | None] | None = None
 
     def __call__(self, images: Sequence[Image.Image], **options: Any) -> Image.Image:
         return self.func(list(images), **options)
 
+    def tiles(self, options: dict[str, Any]) -> int | None:
+        """Images one picture shows with ``options`` (None: unknown, see ``capacity``)."""
+        return self.capacity(options) if self.capacity else None
 
-def layout(name: str, options: Sequence[Option] = ()) -> Callable[[Callable[..., Any]], Layout]:
+
+def layout(name: str, options: Sequence[Option] = (),
+           capacity: Callable[[dict[str, Any]], int | None] | None = None) -> Callable[[Callable[..., Any]], Layout]:
     """Decorator: turn ``func(images, **options) -> PIL.Image`` into a registrable :class:`Layout`."""
 
     def wrap(func: Callable[..., Any]) -> Layout:
         doc = (func.__doc__ or "").strip()
-        return Layout(name=name, func=func, options=tuple(options), help=doc.splitlines()[0] if doc else "")
+        return Layout(name=name, func=func, options=tuple(options), help=doc.splitlines()[0] if doc else "",
+                      capacity=capacity)
 
     return wrap
 

@@ -67,16 +67,6 @@ def frame_plan(stills: int, fps: float, seconds: float = 0.0,
     return plan
 
 
-def tiles_per_frame(layout: str, values: dict[str, Any]) -> int | None:
-    """How many images one frame of a per-frame layout shows, from its options (None: unknown)."""
-    for a, b in (("columns", "rows"), ("bays", "floors")):
-        if values.get(a) and values.get(b):
-            return int(values[a]) * int(values[b])
-    if values.get("frames_per_strip"):
-        return int(values["frames_per_strip"])
-    return None
-
-
 class _Prefetch:
     """Renders stills in a worker thread a couple ahead of the encoder, so decoding and laying out
     overlap x264. ``order`` is the stills in the order the frames need them."""
@@ -131,8 +121,8 @@ class Animation(cineml.Composer):
         Option("layout", str, "", "A layout applied per frame; the input is split into one "
                "contiguous stretch per tile (e.g. each window plays its own part of a walk)."),
         Option("layout_options", dict, {}, "Options of that layout, as in a layout step."),
-        Option("tiles", int, 0, "Images per laid-out frame; 0 reads it from the layout options "
-               "(columns x rows, bays x floors, frames_per_strip).", min=0),
+        Option("tiles", int, 0, "Images per laid-out frame; 0 asks the layout (its capacity for "
+               "layout_options: columns x rows, bays x floors, frames_per_strip).", min=0),
         Option("width", int, 0, "Scale frames to this width; 0 keeps the first frame's size.", min=0),
         Option("height", int, 0, "Scale frames to this height; 0 keeps the aspect.", min=0),
         Option("background", (str, list), "black", "Fills bars and padding.", check=color_problem),
@@ -198,11 +188,11 @@ class Animation(cineml.Composer):
         values = validate_options(layout.options, dict(opts["layout_options"] or {}),
                                   f"{ctx.where or ctx.stage}.layout_options", ctx.project.root,
                                   ctx.project.manifest_path)
-        tiles = int(opts["tiles"]) or tiles_per_frame(name, values)
+        tiles = int(opts["tiles"]) or layout.tiles(values)
         if not tiles:
             raise CinemlError(f"Compose step {ctx.where or ctx.stage}: cannot tell how many images each frame of "
                               f"layout {name!r} shows. Set tiles = N, or give the layout's size in "
-                              f"layout_options (columns and rows, or bays and floors).")
+                              f"layout_options (e.g. columns and rows for grid, bays and floors for windows).")
         # Tile j plays its own contiguous stretch of the input (a looping latent walk gives each
         # window a different, smooth part of it); a tile whose stretch is shorter holds its last image.
         length = -(-len(indexed) // tiles)

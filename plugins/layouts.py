@@ -47,6 +47,11 @@ def _fit_tile(image: Image.Image, size: tuple[int, int], mode: str, how: str, fi
     return fit(image, size, fill=fill, cover=how == "cover")
 
 
+def product(options: dict[str, Any], a: str, b: str) -> int | None:
+    """Capacity of a layout sized by two options (None while either is 0 = worked out from the images)."""
+    return int(options[a]) * int(options[b]) if options.get(a) and options.get(b) else None
+
+
 def _require_images(images: Sequence[Image.Image], layout: str) -> None:
     if not images:
         raise CinemlError(f"The {layout} layout got no images. Check the compose step's input "
@@ -95,7 +100,7 @@ def draw_grid(images: Sequence[Image.Image], columns: int, rows: int, tile: tupl
     return sheet
 
 
-@cineml.layout("grid", options=GRID_OPTIONS)
+@cineml.layout("grid", options=GRID_OPTIONS, capacity=lambda o: product(o, "columns", "rows"))
 def grid(images: list[Image.Image], columns: int = 0, rows: int = 0, tile_width: int = 0,
          tile_height: int = 0, gutter: int = 8, margin: int = 16, background: Any = "black",
          labels: str = "none", label_size: int = 0, fit: str = "contain",
@@ -127,7 +132,7 @@ def stylegan_shape(count: int, tile: tuple[int, int]) -> tuple[int, int]:
     Option("tile_width", int, 0, "Tile width in pixels; 0 uses the first image's width.", min=0),
     Option("tile_height", int, 0, "Tile height in pixels; 0 keeps the first image's aspect.", min=0),
     Option("labels", str, "none", "Caption each tile.", choices=LABELS),
-])
+], capacity=lambda o: product(o, "columns", "rows"))
 def fakes_grid(images: list[Image.Image], columns: int = 0, rows: int = 0, tile_width: int = 0,
                tile_height: int = 0, labels: str = "none") -> Image.Image:
     """A StyleGAN-style training grid: tiles edge to edge, no gutter, no margin."""
@@ -282,7 +287,7 @@ def _edge_print(strip: Image.Image, draw: ImageDraw.ImageDraw, frames: Sequence[
             draw_text(strip, (cx + tri * 2.4, bottom), code, size=size, fill=ink, anchor="lm")
 
 
-@cineml.layout("filmstrip", options=FILMSTRIP_OPTIONS)
+@cineml.layout("filmstrip", options=FILMSTRIP_OPTIONS, capacity=lambda o: o.get("frames_per_strip", 6))
 def filmstrip(images: list[Image.Image], orientation: str = "horizontal", frames_per_strip: int = 6,
               frame_width: int = 0, frame_height: int = 0, fit: str = "contain",
               base: Any = "#0d0d0d", background: Any = "#f1efe8", perforations: int = 4,
@@ -673,7 +678,7 @@ def _facade(*key: Any) -> Facade:
 DEFAULT_WALL = {"concrete": (176, 168, 156), "brick": (150, 74, 52)}
 
 
-@cineml.layout("windows", options=WINDOW_OPTIONS)
+@cineml.layout("windows", options=WINDOW_OPTIONS, capacity=lambda o: product(o, "bays", "floors"))
 def windows(images: list[Image.Image], floors: int = 0, bays: int = 0, window_width: int = 0,
             window_height: int = 0, time: str = "night", material: str = "concrete",
             wall: Any = "auto", frame: Any = "auto", mullions: str = "cross", dark: float = 0.2,

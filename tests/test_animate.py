@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import cineml
 from cineml import CinemlError
 from cineml.progress import Bar
 from cineml.testing import make_context
@@ -181,6 +182,28 @@ def test_layout_per_frame_plays_one_sequence_per_tile(tmp_path):
                      layout_options={"floors": 1, "bays": 2, "seed": 1})
     info = probe(facade)
     assert len(decode(facade)) == 3 and "yuv420p(tv" in info
+
+
+@cineml.layout("triptych", capacity=lambda options: 3)
+def triptych(images):
+    """Three panels side by side (a layout that declares its capacity)."""
+    sheet = Image.new("RGB", (sum(i.width for i in images), images[0].height))
+    for k, image in enumerate(images):
+        sheet.paste(image.convert("RGB"), (k * images[0].width, 0))
+    return sheet
+
+
+def test_a_layout_declares_its_capacity_for_animations(tmp_path, monkeypatch):
+    monkeypatch.setitem(LAYOUTS, "triptych", triptych)
+    colors = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255)]
+    frames = decode(animate(tmp_path, stills(tmp_path / "t", colors, size=(32, 32)), layout="triptych",
+                            preset="ultrafast")).astype(int)
+    assert frames.shape == (2, 32, 96, 3)  # 6 images / 3 panels: 2 frames, each panel its own pair
+    for t in range(2):
+        for panel in range(3):
+            assert np.abs(frames[t, 8:24, panel * 32 + 8:panel * 32 + 24] - colors[2 * panel + t]).max() < 40
+    assert layouts.grid.tiles({"columns": 3, "rows": 2}) == 6 and layouts.grid.tiles({"columns": 3, "rows": 0}) is None
+    assert layouts.filmstrip.tiles({"frames_per_strip": 4}) == 4
 
 
 def test_gif_output_keeps_frame_count_and_length(tmp_path):
