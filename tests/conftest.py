@@ -70,3 +70,16 @@ def cli_run():
         return result.exit_code, result.output
 
     return invoke
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One seeded torch thread: on a shared 2-core machine, OpenMP threads spinning against each other
+    cost 5-10x. (torch is imported here, not at the top, so non-torch tests never load it.)"""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    yield
+    torch.set_num_threads(threads)

@@ -20,13 +20,7 @@ from cineml_plugins.stylegan2.plugin import StyleGAN2Trainer
 from training_frames import make_frames
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def images(n: int = 16, c: int = 3, res: int = 16) -> torch.Tensor:

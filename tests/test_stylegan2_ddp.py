@@ -33,12 +33,7 @@ FAST = {"config": "tiny", "channel_base": 256, "channel_max": 32, "batch": 8, "d
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # Each torchrun rank trains through the trainer's per-rank entry point and dumps its own networks,

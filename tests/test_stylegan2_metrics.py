@@ -17,13 +17,7 @@ from cineml_plugins.stylegan2.presets import resolve
 from training_frames import make_frames
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def texture(n: int, res: int = 32, seed: int = 0, shift: float = 0.0, blur: bool = False) -> torch.Tensor:

@@ -18,13 +18,7 @@ from cineml_plugins.stylegan2.presets import resolve
 from cineml_plugins.stylegan2.training import TrainingLoop
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on a shared 2-core machine, OpenMP threads spinning against each other cost 5-10x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def count(module: torch.nn.Module) -> int:
