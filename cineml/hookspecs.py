@@ -121,6 +121,12 @@ def run_finished(project: Project, record: dict[str, Any]) -> None:
 
 
 @hookspec
+def run_failed(project: Project, record: dict[str, Any], error: BaseException) -> None:
+    """Called when ``cineml run`` stops on an error or Ctrl-C, after ``run.json`` records it
+    (``record["status"]`` is ``"failed"`` or ``"interrupted"``); the error propagates afterwards."""
+
+
+@hookspec
 def stage_started(project: Project, stage: str, options: dict[str, Any]) -> None:
     """Called before a stage runs (``stage`` is ``"extract"``, ``"train"``, ``"compose:fakes.mp4"``…)."""
 

@@ -262,6 +262,10 @@ def load_project(path: str | Path, registry: Registry, overrides: Sequence[str] 
     if src is not None:
         if project.source is None:
             project.source = root / "footage" / f"{project.name}.mp4"
+        elif root.resolve() not in project.source.parents:  # [source] writes the film: an output
+            raise _fail(file, "project.source", f"{meta['source']!r} leaves the project folder, but the [source] "
+                                                "stage writes the film there; give a path inside the project, "
+                                                "such as \"footage/film.mp4\".")
         impl, opts = bind("sources", src, "source")
         project.steps.append(Step("source", "source", impl, opts))
 

@@ -247,7 +247,13 @@ class Pipeline:
             for p in planned:
                 entry = {"stage": p.step.stage, "use": p.step.impl.name, "plugin": p.step.impl.plugin,
                          "version": p.step.impl.plugin_version, "fingerprint": p.fingerprint,
-                         "ran": p.run, "reason": p.reason}
+                         "ran": p.run, "reason": p.reason,
+                         "options": p.material["options"]}  # resolved: defaults filled in, paths relative
+                if p.step.chain:
+                    entry["chain"] = p.material["chain"]
+                if p.step.layout is not None:
+                    layout = p.step.layout
+                    entry["layout"] = {"name": layout.name, "plugin": layout.plugin, "version": layout.plugin_version}
                 record["stages"].append(entry)
                 if p.run:
                     entry["seconds"] = round(self._run_stage(p), 3)
@@ -255,10 +261,10 @@ class Pipeline:
         except BaseException as exc:
             record["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
             record["error"] = f"{type(exc).__name__}: {exc}"
-            raise
-        finally:
-            record["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
             self._write_record(record)
+            hook.run_failed(project=project, record=record, error=exc)
+            raise
+        self._write_record(record)
         hook.run_finished(project=project, record=record)
         return record
 
@@ -334,6 +340,7 @@ class Pipeline:
             step.impl.compose(ctx, images)
 
     def _write_record(self, record: dict[str, Any]) -> None:
+        record["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         stamp = record["started"].replace(":", "-")
         for path in (self.project.root / "run.json", self.state_dir / "runs" / f"{stamp}.json"):
             with atomic_path(path) as tmp:

@@ -140,6 +140,8 @@ def test_cineml_run_draws_a_contact_sheet_with_the_installed_layout(contact_shee
     assert (pixels[:tops[0] - 8].min(axis=-1) > 200).sum() > 30  # with light title text on it
     record = json.loads((tmp_path / "p/run.json").read_text())
     assert record["plugins"]["contact-sheet"]["distribution"] == "cineml-contact-sheet"
+    step = record["stages"][-1]  # run by the built-in `layout` composer, with the package's layout
+    assert step["layout"]["name"] == "contact-sheet" and step["layout"]["plugin"] == "contact-sheet"
 
     # Without the plugin allowed, the manifest error says what is missing and how to look.
     proc = subprocess.run([sys.executable, "-m", "cineml", "run", str(manifest)], capture_output=True, text=True,

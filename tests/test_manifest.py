@@ -78,6 +78,13 @@ def test_output_may_not_leave_the_project(toy_project):
     assert "compose[0].output: '../../escape.txt' leaves the project's art/ folder" in msg
 
 
+def test_a_generated_film_may_not_leave_the_project(toy_project):
+    # [source] writes the film, so it is an output; a film the artist brings may live anywhere.
+    msg = error_of(toy_project, 'project.source="../escaped/film.txt"')
+    assert "project.source: '../escaped/film.txt' leaves the project folder" in msg
+    assert not (toy_project.parent.parent / "escaped").exists()
+
+
 def test_output_suffix_checked(toy_project):
     assert "'concat' writes .txt files" in error_of(toy_project, 'compose.0.output="x.mp4"')
 

@@ -44,6 +44,10 @@ def test_first_run_runs_everything_and_writes_outputs(toy_project):
     assert [s["stage"] for s in record["stages"]] == ["source", "extract", "train", "compose:fakes.txt"]
     assert record["plugins"]["toy_plugins.py"]["version"].startswith("local-")
     assert all(s["fingerprint"] and s["seconds"] >= 0 for s in record["stages"])
+    stages = {s["stage"]: s for s in record["stages"]}  # resolved settings, defaults included
+    assert stages["train"]["options"] == {"kimg": 1.0, "snapshots": 2}
+    assert stages["extract"]["chain"][0]["use"] == "upper" and "options" in stages["extract"]["chain"][0]
+    assert stages["compose:fakes.txt"]["options"]["every"] == 1
     assert not list((root / ".cineml/staging").iterdir())  # staging cleaned after success
 
 
@@ -136,11 +140,17 @@ def test_failed_stage_records_failure_in_run_json(toy_project):
     root = toy_project.parent
     (root / "toy_plugins.py").write_text((root / "toy_plugins.py").read_text().replace(
         'ctx.output.write_text(ctx.options["sep"]', 'raise RuntimeError("boom")\n        ctx.output.write_text('
-        'ctx.options["sep"]'))
+        'ctx.options["sep"]') + """
+
+@hookimpl
+def run_failed(project, record, error):
+    (project.root / "failed.log").write_text(f"{record['status']} {error}")
+""")
     with pytest.raises(RuntimeError, match="boom"):
         run(toy_project)
     record = json.loads((root / "run.json").read_text())
     assert record["status"] == "failed" and "boom" in record["error"]
+    assert (root / "failed.log").read_text() == "failed boom"  # the hook saw the recorded failure
     assert not (root / "art/fakes.txt").exists()
 
 
