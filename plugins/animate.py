@@ -5,7 +5,8 @@ CompositeVideoClip). MoviePy 2.2.1 traps handled here: an image sequence loses i
 floating-point duration, ``pixel_format`` is ignored and odd sizes silently become yuv444p, and
 RGB input is converted to full-range video unless told otherwise. So the frame count is planned
 exactly, frames are padded to even sizes, and the colour conversion is spelled out for ffmpeg.
-MoviePy is imported only inside functions (``import moviepy`` reads a ``.env`` and is slow).
+MoviePy is imported only through :func:`import_moviepy` (``import moviepy`` is slow, and it reads the
+first ``.env`` found above its install folder: with a venv inside the project, the project's own).
 """
 
 from __future__ import annotations
@@ -21,6 +22,27 @@ import cineml
 from cineml import CinemlError, Option, atomic_path, hookimpl
 from cineml.manifest import validate_options
 from cineml.imaging import color_problem, draw_text, even_size, fit, label_text, load_image, parse_color
+
+def import_moviepy() -> Any:
+    """Import MoviePy pinned to the bundled ffmpeg, with a clear error when it cannot start.
+
+    ``import moviepy`` loads a ``.env`` file found above its install folder and, if that sets
+    ``FFMPEG_BINARY``, runs that program (a wrong path fails the import with a bare OSError).
+    ``load_dotenv`` never overrides variables already set, so setting ours first wins.
+    """
+    import os
+
+    import imageio_ffmpeg
+
+    os.environ.setdefault("FFMPEG_BINARY", imageio_ffmpeg.get_ffmpeg_exe())
+    try:
+        import moviepy
+    except OSError as exc:
+        raise CinemlError(f"MoviePy could not start ffmpeg: {exc}. FFMPEG_BINARY is set to "
+                          f"{os.environ.get('FFMPEG_BINARY')!r} in your environment; unset it (CineML then uses "
+                          "the ffmpeg bundled with imageio-ffmpeg) or point it at a working ffmpeg.") from None
+    return moviepy
+
 
 LABELS = ("none", "index", "kimg", "seed", "time")
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
@@ -202,7 +224,8 @@ class Animation(cineml.Composer):
 
     def _write_mp4(self, ctx: cineml.StageContext, tmp: Path, frame: Callable[[int], np.ndarray],
                    total: int, fps: float, opts: dict[str, Any]) -> None:
-        from moviepy import AudioFileClip, VideoClip, afx
+        moviepy = import_moviepy()
+        AudioFileClip, VideoClip, afx = moviepy.AudioFileClip, moviepy.VideoClip, moviepy.afx
 
         seconds = total / fps
         # Half a frame of slack: MoviePy writes int(duration * fps) frames, and 90 / 6 * 6 may

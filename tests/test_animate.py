@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import imageio_ffmpeg
@@ -204,6 +205,34 @@ def test_a_layout_declares_its_capacity_for_animations(tmp_path, monkeypatch):
             assert np.abs(frames[t, 8:24, panel * 32 + 8:panel * 32 + 24] - colors[2 * panel + t]).max() < 40
     assert layouts.grid.tiles({"columns": 3, "rows": 2}) == 6 and layouts.grid.tiles({"columns": 3, "rows": 0}) is None
     assert layouts.filmstrip.tiles({"frames_per_strip": 4}) == 4
+
+
+def test_a_dotenv_above_moviepy_cannot_break_encoding(tmp_path):
+    """``import moviepy`` loads the first .env above its install folder (with a venv inside the project:
+    the project's). One that points FFMPEG_BINARY at a missing program must not break the animation."""
+    env_file = tmp_path / ".env"
+    env_file.write_text("FFMPEG_BINARY=/nonexistent/ffmpeg\n")
+    paths = stills(tmp_path / "s", [(200, 0, 0), (0, 200, 0), (0, 0, 200)])
+    script = f"""
+import os, sys
+import dotenv
+dotenv.find_dotenv = lambda *args, **kwargs: {str(env_file)!r}  # as if the .env were above site-packages
+os.environ.pop("FFMPEG_BINARY", None)
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from pathlib import Path
+from test_animate import animate
+animate(Path({str(tmp_path)!r}), [Path(p) for p in {[str(p) for p in paths]!r}], preset="ultrafast")
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    frames = decode(tmp_path / "staging/out.mp4").astype(int)
+    assert len(frames) == 3 and np.abs(frames[2, 10:30, 10:50] - (0, 0, 200)).max() < 40
+    # An FFMPEG_BINARY the artist exported themselves is respected, with a clear error when it is wrong.
+    proc = subprocess.run([sys.executable, "-c", script.replace('os.environ.pop("FFMPEG_BINARY", None)',
+                                                                'os.environ["FFMPEG_BINARY"] = "/nonexistent/ffmpeg"')],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and "CinemlError: MoviePy could not start ffmpeg" in proc.stderr
+    assert "unset it" in proc.stderr
 
 
 def test_gif_output_keeps_frame_count_and_length(tmp_path):
