@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
@@ -32,7 +33,7 @@ def registry() -> Registry:
     global _registry
     if _registry is None:
         _registry = load_registry()
-        _registry.warn = lambda msg: console.print(f"[yellow]warning:[/yellow] {msg}", markup=True)
+        _registry.warn = _warn
     return _registry
 
 
@@ -42,14 +43,30 @@ class CinemlGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except CinemlError as exc:
+        except (CinemlError, OSError) as exc:
             if ctx.obj and ctx.obj.get("verbose"):
                 traceback.print_exc()
-            console.print(f"[bold red]Error:[/bold red] {exc}", markup=True, soft_wrap=True)
+            console.print(f"[bold red]Error:[/bold red] {_describe(exc)}", markup=True, soft_wrap=True)
             ctx.exit(1)
         except KeyboardInterrupt:
             console.print("\nInterrupted. Run the same command again to resume where it stopped.")
             ctx.exit(130)
+
+
+def _warn(message: str) -> None:
+    """Plugin and pipeline warnings: plain text (a "[train]" in a message is not markup)."""
+    console.print("[yellow]warning:[/yellow] " + escape(message), markup=True, soft_wrap=True)
+
+
+def _describe(exc: BaseException) -> str:
+    """One paragraph for the artist. File-system errors (permission denied, disk full, a read-only
+    folder) name the path and the cause; the traceback is only for --verbose."""
+    if not isinstance(exc, OSError) or isinstance(exc, CinemlError):
+        return escape(str(exc))
+    where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f)
+    cause = exc.strerror or str(exc)
+    return escape(f"{where}: {cause}." if where else f"{cause}.") + (
+        " Check that the folder exists, is writable and has free space; run again with --verbose for details.")
 
 
 @click.group(cls=CinemlGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -87,9 +104,8 @@ def run(ctx: click.Context, manifest: str, overrides: tuple[str, ...], force: tu
 
     quiet = ctx.obj["quiet"] or worker_rank() > 0  # under torchrun only rank 0 talks
     project = _load(manifest, overrides)
-    say = (lambda msg: None) if quiet else (lambda msg: console.print(msg, markup=True))
-    warn = lambda msg: console.print(f"[yellow]warning:[/yellow] {msg}", markup=True)  # noqa: E731
-    pipeline = Pipeline(project, registry(), Progress(console, enabled=not quiet), log=say, warn=warn)
+    say = (lambda msg: None) if quiet else (lambda msg: console.print(msg, markup=False, soft_wrap=True))
+    pipeline = Pipeline(project, registry(), Progress(console, enabled=not quiet), log=say, warn=_warn)
     forced: bool | tuple[str, ...] = True if "all" in force else force
     planned = pipeline.plan(force=forced, only=only, start=start, stop=stop)
     if dry_run or not quiet:
@@ -97,13 +113,15 @@ def run(ctx: click.Context, manifest: str, overrides: tuple[str, ...], force: tu
         out.print(f"[bold]{project.name}[/bold]: plan", markup=True)
         for p in planned:
             action = "[green]run [/green]" if p.run else "skip"
-            out.print(f"  {action}  {p.step.stage} ({p.step.impl.name}): {p.reason}", markup=True, soft_wrap=True)
+            out.print(f"  {action}  " + escape(f"{p.step.stage} ({p.step.impl.name}): {p.reason}"), markup=True,
+                      soft_wrap=True)
     if dry_run:
         return
     record = pipeline.run(planned)
     ran = [s for s in record["stages"] if s["ran"]]
-    say(f"[bold green]Done[/bold green]: {len(ran)} stage(s) ran, {len(record['stages']) - len(ran)} up to date. "
-        f"Outputs in {project.root}")
+    if not quiet:
+        console.print(f"[bold green]Done[/bold green]: {len(ran)} stage(s) ran, {len(record['stages']) - len(ran)} "
+                      f"up to date. Outputs in {escape(str(project.root))}", markup=True, soft_wrap=True)
 
 
 @cli.command()
@@ -176,7 +194,7 @@ def main() -> None:
     try:
         reg = registry()
     except CinemlError as exc:  # CINEML_STRICT_PLUGINS and a broken plugin
-        console.print(f"[bold red]Error:[/bold red] {exc}", markup=True, soft_wrap=True)
+        console.print(f"[bold red]Error:[/bold red] {_describe(exc)}", markup=True, soft_wrap=True)
         sys.exit(1)
     for impl in reg.pm.hook.register_commands.get_hookimpls():
         try:

@@ -299,7 +299,7 @@ class Pipeline:
         staging.mkdir(parents=True, exist_ok=True)
         ctx = self._context(p, staging)
         out = ctx.output
-        self.log(f"[bold]{step.stage}[/bold] ({step.impl.name}, {p.reason})")
+        self.log(f"{step.stage} ({step.impl.name}, {p.reason})")
         hook.stage_started(project=project, stage=step.stage, options=ctx.options)
         started = time.perf_counter()
         try:

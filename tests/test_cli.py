@@ -28,6 +28,28 @@ def test_verbose_shows_traceback(toy_project, cli_run):
     assert code == 1 and "Traceback" in out
 
 
+def test_messages_are_printed_as_written_not_as_markup(toy_project, cli_run):
+    plugin = toy_project.parent / "toy_plugins.py"
+    text = plugin.read_text()
+    assert "def train(self, ctx):\n" in text
+    plugin.write_text(text.replace("def train(self, ctx):\n", "def train(self, ctx):\n"
+                                   "        ctx.log('[bold]kept[/bold] as typed')\n"
+                                   "        ctx.warn('a [/closing] tag')\n"
+                                   "        raise CinemlError('[train] inception = [/x] is wrong')\n", 1))
+    plugin.write_text("from cineml import CinemlError\n" + plugin.read_text())
+    code, out = cli_run("run", toy_project)
+    assert code == 1, out
+    assert "[bold]kept[/bold] as typed" in out and "warning: a [/closing] tag" in out
+    assert "Error: [train] inception = [/x] is wrong" in out and "Traceback" not in out
+
+
+def test_file_system_errors_are_one_paragraph(tmp_path, cli_run):
+    (tmp_path / "a-file").write_text("not a folder")
+    code, out = cli_run("new", "film", "--dir", tmp_path / "a-file" / "projects")
+    assert code == 1 and "Traceback" not in out, out
+    assert out.startswith("Error:") and "a-file" in out and "Check that the folder exists" in out
+
+
 def test_usage_error_exit_2(cli_run):
     code, out = cli_run("run")
     assert code == 2 and "Missing argument" in out
