@@ -40,6 +40,12 @@ config = "tiny"      # "auto", "paper256" or "stylegan2" (config-f) on a GPU
 kimg = 0.5           # thousands of images shown to the discriminator
 snapshot_kimg = 0.05 # a fakes grid and a checkpoint this often
 
+[generate]
+use = "stylegan2"    # sample the trained network (the last snapshot)
+seeds = "0-15"       # one image per seed; the same seed always gives the same image
+truncation = 1.0     # below 1 (e.g. 0.7): closer to the average frame, less variety
+# walk = {{ keyframes = "0-7", seconds = 8, fps = 12 }}   # a looping latent walk, for an animation
+
 [[compose]]
 use = "animation"    # every training fakes grid in order, as a video
 input = "fakes"
@@ -51,6 +57,12 @@ use = "grid"         # a contact sheet of the film's frames
 input = "frames"
 count = 16
 output = "frames-grid.png"
+
+[[compose]]
+use = "windows"      # each generated image a lit window of a facade at night
+input = "generated"
+window_width = 96
+output = "windows.png"
 '''
 
 

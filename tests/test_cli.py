@@ -60,7 +60,7 @@ def test_new_scaffolds_every_stage_and_refuses_overwrite(tmp_path, cli_run):
     assert code == 0, out
     manifest = tmp_path / "my-film" / "project.toml"
     text = manifest.read_text()
-    for table in ("[project]", "[source]", "[extract]", "[[preprocess]]", "[train]", "[[compose]]"):
+    for table in ("[project]", "[source]", "[extract]", "[[preprocess]]", "[train]", "[generate]", "[[compose]]"):
         assert table in text
     code, out = cli_run("new", "my-film", "--dir", tmp_path)
     assert code == 1 and "already exists" in out

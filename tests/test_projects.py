@@ -74,6 +74,8 @@ def test_cineml_new_scaffold_runs(tmp_path, cli_run):
     art = tmp_path / "fresh" / "art"
     assert frame_count(art / "fakes.mp4") == 3  # untrained + 2 snapshots
     assert (art / "frames-grid.png").stat().st_size > 500
+    assert len(list((tmp_path / "fresh/generated").glob("seed*.png"))) == 16
+    assert (art / "windows.png").stat().st_size > 1000
 
 
 TORCHRUN_PROJECT = """
