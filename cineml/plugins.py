@@ -41,6 +41,10 @@ KINDS: dict[str, tuple[str, type]] = {
 }
 
 
+# A compose step's `use` names a composer or a layout, so the two share one set of names.
+SHARED_NAMES = {"composers": ("composers", "layouts"), "layouts": ("composers", "layouts")}
+
+
 @dataclass
 class PluginInfo:
     """One loaded (or failed) plugin, as ``cineml plugins`` shows it."""
@@ -148,10 +152,15 @@ class Registry:
             name = obj.name
             if not name or not isinstance(name, str):
                 raise CinemlError(f"Plugin {info.name!r} registered a {base.__name__} without a name.")
-            if name in self.impls[kind]:
-                other = self.impls[kind][name].plugin
-                raise CinemlError(f"Two plugins register a {kind[:-1]} named {name!r}: {other!r} and "
-                                  f"{info.name!r}. Uninstall or disable one (CINEML_LOAD_PLUGINS).")
+            for other_kind in SHARED_NAMES.get(kind, (kind,)):
+                if name in self.impls[other_kind]:
+                    other = self.impls[other_kind][name].plugin
+                    what = kind[:-1] if other_kind == kind else f"{kind[:-1]} and a {other_kind[:-1]}"
+                    builtin = getattr(self.plugins.get(other), "origin", "") == "builtin"
+                    fix = (f"{other!r} is built in, so rename the one in {info.name!r}" if builtin else
+                           "Uninstall or disable one (CINEML_LOAD_PLUGINS)")
+                    raise CinemlError(f"Two plugins register a {what} named {name!r}: {other!r} and "
+                                      f"{info.name!r}. {fix}.")
             obj.plugin, obj.plugin_version = info.name, info.version
             self.impls[kind][name] = obj
             info.provides.setdefault(kind, []).append(name)

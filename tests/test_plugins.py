@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from cineml import CinemlError
-from cineml.plugins import Registry
+from cineml.plugins import Registry, load_registry
 
 GOOD = '''
 from cineml import Composer, Option, hookimpl
@@ -114,6 +114,17 @@ def test_registering_the_wrong_type_is_a_clear_error(tmp_path):
     reg = Registry()
     with pytest.raises(CinemlError, match="not a cineml.Layout instance"):
         reg.load_files([path])
+
+
+def test_a_layout_may_not_take_a_composers_name(tmp_path):
+    # A compose step's `use` looks in both, so a layout named "animation" would be silently hidden.
+    path = tmp_path / "mine.py"
+    path.write_text("import cineml\nfrom cineml import hookimpl\n\n"
+                    "@cineml.layout('animation')\ndef animation(images):\n    return images[0]\n\n"
+                    "@hookimpl\ndef register_layouts(register):\n    register(animation)\n")
+    with pytest.raises(CinemlError, match=r"Two plugins register a layout and a composer named 'animation': "
+                                          r"'animation' and 'mine.py'\. 'animation' is built in, so rename the one in 'mine.py'"):
+        load_registry().load_files([path])
 
 
 def test_local_plugin_file_import_error_is_fatal_and_names_file(tmp_path):

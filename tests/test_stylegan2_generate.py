@@ -23,7 +23,7 @@ from cineml.testing import make_context, make_project
 from cineml_plugins.stylegan2 import checkpoints as ckpt
 from cineml_plugins.stylegan2.commands import add_commands
 from cineml_plugins.stylegan2.generator import (StyleGAN2Generator, WalkSpec, loop_positions, parse_mixing,
-                                                parse_seeds, parse_walk, seed_z, walk_ws)
+                                                parse_seeds, parse_walk, seed_z, still_name, walk_ws)
 from cineml_plugins.stylegan2.networks import Generator
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -181,6 +181,25 @@ def test_noise_modes(tmp_path, train_dir):
     assert np.array_equal(pixels(r1 / "seed0003.png"), pixels(r2 / "seed0003.png"))  # repeatable
 
 
+def test_random_noise_comes_from_each_images_own_seed(tmp_path, train_dir):
+    together = run(tmp_path, train_dir, "together", seeds="0-3", noise_mode="random", batch=4)
+    const = run(tmp_path, train_dir, "const", seeds="0-3", batch=4)
+    for seed in range(4):
+        alone = run(tmp_path, train_dir, f"alone{seed}", seeds=str(seed), noise_mode="random", batch=1)
+        name = still_name(seed)
+        assert np.abs(pixels(together / name) - pixels(alone / name)).max() <= 1  # float reordering only
+        assert np.abs(pixels(together / name) - pixels(const / name)).mean() > 1  # the noise does show
+    # walk frames take their grain from their frame number: a resumed walk matches one drawn in one go
+    walk = {"keyframes": "0-1", "seconds": 1, "fps": 6}
+    whole = run(tmp_path, train_dir, "whole", seeds="0", noise_mode="random", walk=walk, batch=6)
+    part = run(tmp_path, train_dir, "part", seeds="0", noise_mode="random", walk=walk, batch=6)
+    for name in ("000002.png", "000005.png", "000006.png"):
+        (part / "walk" / name).unlink()
+    run(tmp_path, train_dir, "part", seeds="0", noise_mode="random", walk=walk, batch=2)
+    for frame in sorted((whole / "walk").glob("*.png")):
+        assert np.abs(pixels(frame) - pixels(part / "walk" / frame.name)).max() <= 1
+
+
 def test_grayscale_network_writes_mode_l(tmp_path):
     folder = tmp_path / "train"
     folder.mkdir()
@@ -249,8 +268,24 @@ def test_loop_positions_are_periodic():
     pos = loop_positions(4, 10)
     assert pos[0] == (0, 0.0) and len(pos) == 10
     assert all(0 <= u < 1 for _, u in pos) and [k for k, _ in pos] == sorted(k for k, _ in pos)
-    # frame 10 (one past the last) lands on keyframe 0 again
-    assert (10 * 4 / 10) % 4 == 0
+    # frame 10 (one past the last) lands on keyframe 0 again, and the frames after it repeat the walk
+    assert loop_positions(4, 10, [10]) == [(0, 0.0)]
+    again = loop_positions(4, 10, range(10, 20))
+    assert [k for k, _ in again] == [k for k, _ in pos] and np.allclose([u for _, u in again], [u for _, u in pos])
+
+
+def test_walk_one_past_the_end_is_frame_zero(train_dir):
+    G = ckpt.load_generator(train_dir)
+    for space, interp in (("w", "cubic"), ("w", "linear"), ("z", "slerp")):
+        spec = WalkSpec([3, 5, 7], 2.5, 4.0, space, interp)  # 10 frames: keyframes fall between frames
+        n = spec.frames
+        with torch.no_grad():
+            ws = walk_ws(G, spec, 0.9, None, None, "cpu")
+            past = walk_ws(G, spec, 0.9, None, None, "cpu", [n, n + 1, 2 * n - 1])
+        assert ws.shape == (n, G.num_ws, G.w_dim)
+        assert torch.allclose(past[0], ws[0], atol=1e-5)  # the frame after the last is frame 0...
+        assert torch.allclose(past[1], ws[1], atol=1e-5) and torch.allclose(past[2], ws[-1], atol=1e-5)
+        assert not torch.allclose(ws[-1], ws[0], atol=1e-3)  # ...so frame 0 is not repeated at the end
 
 
 @pytest.mark.parametrize("space,interp", [("w", "cubic"), ("w", "linear"), ("z", "slerp")])

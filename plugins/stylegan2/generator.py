@@ -2,13 +2,16 @@
 
 Seeds mean what they mean in the reference tools: ``z = numpy.random.RandomState(seed).randn(z_dim)``,
 so seed 42 of an imported network gives the same picture here as in StyleGAN2-ADA's ``generate.py``
-(same truncation, constant noise). Walks loop: frame ``n`` (one past the last) would be frame 0 again.
+(same truncation, constant noise). With random noise every image draws its grain from its own seed, so
+an image does not depend on the batch it was drawn in. Walks are periodic: the frame after the last
+would be frame 0 again, so a looping video has no seam and no repeated frame.
 
 torch is imported inside functions only (the engine imports plugin modules at start-up).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -260,16 +263,17 @@ def slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
     return (math.sin((1 - t) * omega) * a + math.sin(t * omega) * b) / math.sin(omega)
 
 
-def loop_positions(keys: int, frames: int) -> list[tuple[int, float]]:
-    """Frame i sits at ``i * keys / frames`` along the closed loop: (segment, fraction) pairs.
+def loop_positions(keys: int, frames: int, indices: Sequence[int] | None = None) -> list[tuple[int, float]]:
+    """(segment, fraction) of frames ``indices`` (default: all) on the closed loop through ``keys`` keyframes.
 
-    Frame ``frames`` would land on (0, 0.0) again, so the sequence is periodic.
+    Frame i sits at ``i * keys / frames``, so frame ``frames`` (one past the last) lands on (0, 0.0), where
+    frame 0 is: the walk is periodic, the last frame leads into the first like any other step.
     """
     out = []
-    for i in range(frames):
+    for i in range(frames) if indices is None else indices:
         t = i * keys / frames
-        k = min(int(math.floor(t)), keys - 1)
-        out.append((k, t - k))
+        whole = math.floor(t)
+        out.append((int(whole) % keys, t - whole))
     return out
 
 
@@ -280,11 +284,11 @@ def catmull_rom(p0: torch.Tensor, p1: torch.Tensor, p2: torch.Tensor, p3: torch.
 
 
 def walk_ws(G: Any, spec: WalkSpec, psi: float, cutoff: int | None, class_index: int | None,
-            device: Any) -> torch.Tensor:
-    """ws for every walk frame [frames, num_ws, w_dim] along a closed loop through the keyframes."""
+            device: Any, indices: Sequence[int] | None = None) -> torch.Tensor:
+    """ws [len(indices), num_ws, w_dim] of walk frames ``indices`` (default: all) along the closed loop."""
     import torch
 
-    keys, pos = spec.keyframes, loop_positions(len(spec.keyframes), spec.frames)
+    keys, pos = spec.keyframes, loop_positions(len(spec.keyframes), spec.frames, indices)
     n = len(keys)
     if spec.space == "z":
         kz = seed_z(keys, G.z_dim).astype(np.float64)
@@ -322,22 +326,59 @@ def to_pil(array: np.ndarray) -> Image.Image:
                       "saved as pictures.")
 
 
+def noise_layers(G: Any) -> list[Any]:
+    """G's noise-adding layers in a fixed order (module order: b4.conv1, b8.conv0, b8.conv1, ...)."""
+    from .networks import SynthesisLayer
+
+    return [m for m in G.synthesis.modules() if isinstance(m, SynthesisLayer)]
+
+
+def seed_noise(G: Any, seeds: Sequence[int], device: Any) -> list[torch.Tensor]:
+    """Per-layer noise maps [N, 1, H, W]; sample i's maps come from a generator seeded with ``seeds[i]``.
+
+    Drawn on the CPU, so a seed's grain is the same whatever the batch, resume point or device.
+    """
+    import torch
+
+    shapes = [tuple(layer.noise_const.shape) for layer in noise_layers(G)]
+    per_seed = []
+    for seed in seeds:
+        gen = torch.Generator().manual_seed(int(seed))
+        per_seed.append([torch.randn(1, *shape, generator=gen) for shape in shapes])
+    return [torch.stack([maps[j] for maps in per_seed]).to(device) for j in range(len(shapes))]
+
+
+@contextlib.contextmanager
+def noise_maps(G: Any, maps: Sequence[torch.Tensor]) -> Iterator[None]:
+    """Let G's "const" noise mode add ``maps`` (one [N, 1, H, W] tensor per layer) instead of its own.
+
+    The networks scale whatever ``noise_const`` holds by the learned strength and broadcast it over the
+    batch and channels, so swapping the buffers gives per-sample noise without a second code path.
+    """
+    layers = noise_layers(G)
+    saved = [layer.noise_const for layer in layers]
+    try:
+        for layer, m in zip(layers, maps):
+            layer.noise_const = m
+        yield
+    finally:
+        for layer, m in zip(layers, saved):
+            layer.noise_const = m
+
+
 def synthesize(G: Any, ws: torch.Tensor, noise_mode: str, batch: int, seeds: Sequence[int] | None = None,
                bar: Any = None) -> Iterator[np.ndarray]:
     """Images (HWC uint8) for ws, ``batch`` at a time.
 
-    Random noise is seeded per batch (from the batch's first seed) so a run is repeatable.
+    Random noise comes from each image's own seed (``seeds[i]``, default i; see ``seed_noise``), so an
+    image is the same whichever batch it is drawn in.
     """
-    import torch
-
-    device = ws.device
+    seeds = range(len(ws)) if seeds is None else seeds
     for start in range(0, len(ws), batch):
         chunk = ws[start:start + batch]
         if noise_mode == "random":
-            devices = [device.index or 0] if device.type == "cuda" else []
-            with torch.random.fork_rng(devices=devices):
-                torch.manual_seed(int(seeds[start]) if seeds is not None else start)
-                img = G.synthesis(chunk, noise_mode=noise_mode)
+            with noise_maps(G, seed_noise(G, seeds[start:start + batch], ws.device)):
+                img = G.synthesis(chunk, noise_mode="const")
         else:
             img = G.synthesis(chunk, noise_mode=noise_mode)
         for array in to_uint8(img):
@@ -404,7 +445,8 @@ class StyleGAN2Generator(Generator):
         Option("truncation_cutoff", int, None, min=0,
                help="Truncate only the first this many style layers (default: all)."),
         Option("noise_mode", str, "const", choices=NOISE_MODES,
-               help="Per-pixel noise: \"const\" (fixed, repeatable), \"random\" (fresh grain per batch), \"none\"."),
+               help="Per-pixel noise: \"const\" (the network's fixed maps), \"random\" (each image's own grain, "
+                    "drawn from its seed (walk frames: the frame number), the same in any batch), \"none\"."),
         Option("class_index", int, None, min=0, help="Class to draw, for conditional networks only."),
         Option("batch", int, None, min=1,
                help="Images per forward pass (default: 1 on the CPU, where batching measured slower "
@@ -413,7 +455,9 @@ class StyleGAN2Generator(Generator):
                help="\"auto\" uses a CUDA GPU when PyTorch sees one, else the CPU."),
         Option("walk", dict, None, check=_check(lambda v: parse_walk(v, "walk")),
                help="A looping latent walk into walk/000001.png...: { keyframes = \"0-7\", seconds = 8, fps = 12, "
-                    "space = \"w\" (or \"z\": slerp), interpolation = \"cubic\" (or \"linear\") }."),
+                    "space = \"w\" (or \"z\": slerp), interpolation = \"cubic\" (or \"linear\") }. It is "
+                    "periodic: the last frame leads back into the first (which is keyframe 1) like any other "
+                    "step, so the first frame is not repeated at the end and the video loops without a seam."),
         Option("mixing", dict, None, check=_check(lambda v: parse_mixing(v, "mixing")),
                help="A style-mixing grid mixing.png: { rows = \"0-3\", columns = \"10-13\", layers = \"0-6\" } "
                     "(cell = row seed with the column seed's styles at those layers)."),
@@ -492,7 +536,7 @@ def _walk(ctx: StageContext, G: Any, spec: WalkSpec, psi: float, cutoff: int | N
     with ctx.progress("Latent walk", total=n, unit="frames") as bar:
         bar.advance(n - len(todo))
         if todo:
-            ws = walk_ws(G, spec, psi, cutoff, class_index, device)[todo]
+            ws = walk_ws(G, spec, psi, cutoff, class_index, device, todo)
             for i, array in zip(todo, synthesize(G, ws, noise_mode, batch, todo, bar)):
                 save_png(to_pil(array), folder / names[i])
     return {"folder": "walk", "frames": n, "keyframes": spec.keyframes, "seconds": spec.seconds, "fps": spec.fps,
