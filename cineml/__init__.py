@@ -15,21 +15,27 @@ try:
 except PackageNotFoundError:  # running from a source tree without installing
     __version__ = "0.0.0"
 
-#: Layout helpers live in cineml.imaging (which imports PIL); they are re-exported here lazily so that
-#: ``import cineml`` stays instant for ``cineml --help``.
-_IMAGING = ("fit", "draw_text", "even_size", "parse_color", "color_problem", "load_images", "load_image", "label_text", "noise")
+#: Helpers from heavier modules (PIL, rich), re-exported lazily so that ``import cineml`` stays instant
+#: for ``cineml --help``: name -> module.
+_LAZY = {
+    **dict.fromkeys(("fit", "draw_text", "even_size", "parse_color", "color_problem", "load_images", "load_image",
+                     "label_text", "noise", "grid_shape", "common_mode"), "imaging"),
+    "Project": "manifest",  # what hooks and StageContext.project receive
+    "validate_options": "manifest",  # check option values against declarations (e.g. a nested layout's)
+    "Progress": "progress",  # the type of StageContext.progress; Progress(enabled=False) is silent
+}
 
 
 def __getattr__(name: str):
-    if name in _IMAGING:
-        from . import imaging
+    if name in _LAZY:
+        import importlib
 
-        return getattr(imaging, name)
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'cineml' has no attribute {name!r}")
 
 
-__all__ = [*_IMAGING, 
-    "REQUIRED", "CinemlError", "Composer", "Extractor", "Generator", "Implementation", "Layout",
+__all__ = [
+    *_LAZY, "REQUIRED", "CinemlError", "Composer", "Extractor", "Generator", "Implementation", "Layout",
     "Option", "Preprocessor", "Source", "StageContext", "Trainer", "atomic_path", "hookimpl", "layout",
     "__version__",
 ]

@@ -6,8 +6,25 @@ import contextlib
 from typing import Iterator
 
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress, ProgressColumn, Task,
+                           TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+from rich.text import Text
+
+
+class RateColumn(ProgressColumn):
+    """Speed in the bar's unit: "240 frames/s", or "18.5 s/kimg" when one unit takes longer than a second."""
+
+    def __init__(self, unit: str) -> None:
+        super().__init__()
+        self.unit = unit or "it"
+
+    def render(self, task: Task) -> Text:
+        speed = task.speed
+        if not speed:
+            return Text("")
+        if speed >= 1:
+            return Text(f"{speed:,.0f} {self.unit}/s" if speed >= 10 else f"{speed:.1f} {self.unit}/s")
+        return Text(f"{1 / speed:,.1f} s/{self.unit}")
 
 
 class Bar:
@@ -43,7 +60,7 @@ class Progress:
             yield Bar(None, None)
             return
         columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn(unit), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                   TextColumn(unit), RateColumn(unit), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
                    TextColumn("{task.fields[info]}")]
         with RichProgress(*columns, console=self.console, transient=False) as progress:
             task = progress.add_task(description, total=total, info="")

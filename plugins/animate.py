@@ -19,9 +19,8 @@ import numpy as np
 from PIL import Image
 
 import cineml
-from cineml import CinemlError, Option, atomic_path, hookimpl
-from cineml.manifest import validate_options
-from cineml.imaging import color_problem, draw_text, even_size, fit, label_text, load_image, parse_color
+from cineml import (CinemlError, Option, atomic_path, color_problem, draw_text, even_size, fit, hookimpl, label_text,
+                    load_image, parse_color, validate_options)
 
 def import_moviepy() -> Any:
     """Import MoviePy pinned to the bundled ffmpeg, with a clear error when it cannot start.

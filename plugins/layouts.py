@@ -16,9 +16,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 import cineml
-from cineml import CinemlError, Option, atomic_path, hookimpl
-from cineml.imaging import (color_problem, common_mode, draw_text, fit, grid_shape, label_text, load_images,
-                            noise, parse_color)
+from cineml import (CinemlError, Option, atomic_path, color_problem, common_mode, draw_text, fit, grid_shape,
+                    hookimpl, label_text, load_images, noise, parse_color)
 
 LABELS = ("none", "index", "kimg", "seed", "time")
 

@@ -64,7 +64,7 @@ class Letterbox(Preprocessor):
     name = "letterbox"
     options = (
         Option("size", int, 512, "side of the square in pixels (a power of two >= 4)",
-               min=4, check=check_size),
+               check=check_size),
         Option("fill", str, "black", "colour of the bars: a name or #rrggbb", check=check_fill),
         Option("resample", str, "lanczos", "resampling filter", choices=tuple(RESAMPLE)),
         Option("grayscale", bool, False, "write 1-channel grayscale frames"),

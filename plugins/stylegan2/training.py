@@ -31,8 +31,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cineml import CinemlError, StageContext, atomic_path
-from cineml.progress import Progress
+from cineml import CinemlError, Progress, StageContext, atomic_path
 
 from . import checkpoints as ckpt
 from . import distributed
@@ -494,7 +493,7 @@ def train(ctx: StageContext) -> None:
 
 def _spawned_worker(info: DistInfo, job: dict[str, Any]) -> None:
     """Entry point of ranks 1..N-1 started by ``gpus > 1``: the same training, silent, writing nothing."""
-    from cineml.manifest import Project
+    from cineml import Project
 
     torch.set_num_threads(job["threads"])  # as many as rank 0 uses (matters on a shared CPU)
     project = Project(name=job["name"], root=job["root"], manifest_path=job["manifest"], seed=job["seed"])
