@@ -34,7 +34,7 @@ from PIL import Image
 
 from cineml import CinemlError, Extractor, Option, Preprocessor, StageContext, atomic_path, hookimpl
 
-from .ffmpeg import (DecodeStats, Ffmpeg, VideoInfo, decode_stats, display_size, fps_frame_count,
+from .ffmpeg import (DecodeStats, Ffmpeg, VideoInfo, audio_end, decode_stats, display_size, fps_frame_count,
                      padded_slots, probe, source_pts)
 
 Chain = Sequence[tuple[Preprocessor, dict[str, Any]]]
@@ -235,6 +235,13 @@ class Job:
             want = fps_frame_count(self.seconds, self.info.fps)
             got = len(stats.pts) if self.source_rate else stats.fps_in
         short = want is not None and got is not None and got < want - max(2, 0.02 * want)
+        if short and not stats.decode_errors and self.info.fps:
+            picture = got / self.info.fps
+            sound = audio_end(self.film, self.input_args)
+            if sound is not None and sound > picture + 1:  # the soundtrack just runs longer: not damage
+                self.ctx.log(f"{self.film.name}: the picture ends at {picture:.1f} s while the sound runs to "
+                             f"{sound:.1f} s; extracted the {count} frames the picture has.")
+                return slots
         if not short and not stats.decode_errors:
             return slots
         message = (f"{self.film} looks damaged: decoded {got if got is not None else '?'} of "

@@ -104,9 +104,14 @@ def display_size(width: int, height: int, sar: tuple[int, int]) -> tuple[int, in
 
 def _check_file(path: Path) -> None:
     """Raise a clear error for paths ffmpeg would only answer with a cryptic message."""
-    if not path.exists():
-        raise CinemlError(f"Film not found: {path}. Check the path (in project.toml, [source] path) "
-                          "and that the file has not been moved or renamed.")
+    try:
+        path.stat()
+    except PermissionError:  # a folder on the way cannot be entered
+        raise CinemlError(f"Cannot reach the film {path}: permission denied on a folder in its path. Make the "
+                          "folders readable (chmod u+rx) or copy the film somewhere you own.") from None
+    except OSError:
+        raise CinemlError(f"Film not found: {path}. Check the path (project.source in project.toml) "
+                          "and that the file has not been moved or renamed.") from None
     if path.is_dir():
         raise CinemlError(f"{path} is a folder, not a film. Point CineML at a video file inside it.")
     if not os.access(path, os.R_OK):
@@ -348,6 +353,20 @@ def source_pts(film: Path, input_args: Sequence[str]) -> list[float]:
                  "-vf", "showinfo=checksum=0", "-f", "null", "-"], loglevel="info") as run:
         run.wait()
         return decode_stats(run.log_lines()).pts
+
+
+def audio_end(film: Path, input_args: Sequence[str]) -> float | None:
+    """Seconds until the first audio stream's last packet (relative to ``-ss``), without decoding;
+    None when there is no audio. A container's duration is its longest stream's, so a film whose
+    sound outlasts its picture declares more seconds than it has frames for."""
+    with Ffmpeg([*input_args, "-i", str(film), "-map", "0:a:0?", "-c", "copy", "-f", "null", "-",
+                 "-progress", "pipe:1", "-nostats"], loglevel="error") as run:
+        end = None
+        for line in run.stdout:
+            if line.startswith(b"out_time_us=") and line[12:].strip().isdigit():
+                end = int(line[12:]) / 1e6
+        run.wait()
+    return end or None
 
 
 def padded_slots(pts: Sequence[float], fps: float) -> tuple[int, list[int]]:

@@ -98,3 +98,21 @@ def make_audio(path: Path, seconds: float = 1.0) -> Path:
     """An audio-only file: a valid container with no video stream."""
     ffmpeg("-f", "lavfi", "-i", "sine=frequency=440", "-t", str(seconds), str(path))
     return path
+
+
+def add_sound(film: Path, dst: Path, seconds: float, broken: bool = False, seed: int = 2) -> Path:
+    """``film``'s picture with a 440 Hz AAC soundtrack of ``seconds`` (longer than the picture: the
+    container then declares the sound's length). ``broken`` fills every other AAC frame's payload with
+    random bytes, keeping the ADTS headers, so the audio decoder errors while the file stays muxable."""
+    aac = dst.with_suffix(".aac")
+    ffmpeg("-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}", "-c:a", "aac", "-f", "adts", str(aac))
+    data, rng, pos, n = bytearray(aac.read_bytes()), random.Random(seed), 0, 0
+    while broken and pos + 7 <= len(data):
+        length = ((data[pos + 3] & 3) << 11) | (data[pos + 4] << 3) | (data[pos + 5] >> 5)
+        if n % 2:
+            data[pos + 7:pos + length] = bytes(rng.randrange(256) for _ in range(length - 7))
+        pos, n = pos + length, n + 1
+    aac.write_bytes(data)
+    ffmpeg("-i", str(film), "-i", str(aac), "-map", "0:v", "-map", "1:a", "-c", "copy", str(dst))
+    aac.unlink()
+    return dst

@@ -20,7 +20,7 @@ from cineml import CinemlError, Preprocessor
 from cineml.testing import make_context
 from cineml_plugins.extract_fps import FpsExtractor, resume_point
 from cineml_plugins.letterbox import Letterbox
-from films import garble, make_film, truncate
+from films import add_sound, garble, make_film, truncate
 
 EX, LB = FpsExtractor(), Letterbox()
 LB_OPTS = {"size": 64, "fill": "black", "resample": "lanczos", "grayscale": False}
@@ -162,6 +162,21 @@ def test_garbage_inside_warns_and_drops_the_padding(tmp_path: Path) -> None:
     times = [f["time"] for f in index["frames"]]
     assert index["count"] == len(got) and times == sorted(times) and times[-1] > 3.5
     assert not (out / ".renumbering").exists()
+
+
+def test_broken_or_longer_sound_does_not_touch_the_picture(tmp_path: Path) -> None:
+    film = make_film(tmp_path / "f.mp4", frames=100, fps=25, size=(160, 120))
+    warns: list[str] = []
+    broken = add_sound(film, tmp_path / "broken-sound.mkv", seconds=4, broken=True)
+    assert len(frames(extract(tmp_path, broken, "broken", warns=warns))) == 48 and warns == []
+    # The sound outlasting the picture makes the container declare 9 s: not damage, no padding.
+    longer = add_sound(film, tmp_path / "long-sound.mp4", seconds=9)
+    ctx = make_context(tmp_path, EX, options={}, inputs={"source": longer}, output=tmp_path / "long")
+    logs: list[str] = []
+    ctx.warn, ctx.log = warns.append, logs.append
+    EX.extract(ctx, [])
+    assert len(frames(ctx.output)) == 48 and warns == []
+    assert any("the picture ends at 4.0 s while the sound runs to 9.0 s" in m for m in logs), logs
 
 
 def test_resume_point_keeps_only_complete_contiguous_frames(tmp_path: Path) -> None:

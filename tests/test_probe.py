@@ -88,12 +88,19 @@ def test_probe_rejects_non_films_with_clear_errors(tmp_path: Path, kind: str, wo
     assert words in message and path.name in message
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can read files whatever their mode")
-def test_probe_unreadable_file(tmp_path: Path) -> None:
-    film = make_film(tmp_path / "locked.mp4", frames=5)
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can read files and enter folders whatever their mode")
+def test_probe_unreadable_file_and_folder(tmp_path: Path) -> None:
+    film = make_film(tmp_path / "locked" / "film.mp4", frames=5)
     film.chmod(0)
-    with pytest.raises(CinemlError, match="permission denied"):
+    with pytest.raises(CinemlError, match="Cannot read the film .*permission denied"):
         probe(film)
+    film.chmod(0o644)
+    film.parent.chmod(0)
+    try:
+        with pytest.raises(CinemlError, match="Cannot reach the film .*permission denied on a folder"):
+            probe(film)
+    finally:
+        film.parent.chmod(0o755)
 
 
 def test_probe_cli_command_prints_table(tmp_path: Path) -> None:
