@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import sys
+import textwrap
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parent
@@ -15,6 +16,12 @@ DOCS = Path(__file__).resolve().parent
 def hook_signature(fn) -> str:
     params = ", ".join(f"{p.name}: {p.annotation}" for p in inspect.signature(fn).parameters.values())
     return f"def {fn.__name__}({params}) -> {inspect.signature(fn).return_annotation}"
+
+
+def hook_doc(fn) -> tuple[str, str]:
+    """A hookspec's docstring split into (text, example code): the example is its ``Example::`` block."""
+    text, _, example = inspect.getdoc(fn).partition("\n\nExample::\n")
+    return text, textwrap.dedent(example).strip()
 
 
 def hooks_page() -> str:
@@ -28,7 +35,10 @@ def hooks_page() -> str:
            "`cineml run` and their return values are ignored.", "",
            "_Generated from `cineml/hookspecs.py` by `python docs/gen_docs.py`; a test fails when they drift._", ""]
     for fn in specs:
-        out += [f"## `{fn.__name__}`", "", "```python", hook_signature(fn), "```", "", inspect.getdoc(fn), ""]
+        text, example = hook_doc(fn)
+        out += [f"## `{fn.__name__}`", "", "```python", hook_signature(fn), "```", "", text, ""]
+        if example:
+            out += ["Example:", "", "```python", example, "```", ""]
     return "\n".join(out)
 
 

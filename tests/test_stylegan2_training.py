@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from safetensors import safe_open
 
@@ -21,6 +22,7 @@ from cineml_plugins.stylegan2 import checkpoints as ckpt
 from cineml_plugins.stylegan2.dataset import open_frames
 from cineml_plugins.stylegan2.plugin import StyleGAN2Trainer
 from cineml_plugins.stylegan2.presets import default_grid, resolve
+from test_stylegan2_import import reference_pickle, tiny_discriminator, tiny_generator
 from training_frames import Recorder, make_frames
 
 RES = 16
@@ -140,6 +142,26 @@ def test_run_writes_snapshots_and_resumes_exactly(tmp_path):
     assert (out_c / "fakes000000.png").read_bytes() == (out_a / "fakes000000_048.png").read_bytes()
     assert ckpt.read_state(out_c / "network-snapshot-000000_016.safetensors")["nimg"] == 16
     assert json.loads((out_c / "training_options.json").read_text())["ema_rampup"] is None
+
+
+def test_transfer_from_a_reference_pickle(tmp_path):
+    """resume = "net.pkl" (StyleGAN2-ADA format, read without unpickling) starts G, G_ema and D from its weights.
+
+    lr = 0 keeps the weights where they started, so after one step they must still be the pickle's.
+    """
+    G = tiny_generator(7, channel_max=32)
+    D = tiny_discriminator(8, img_resolution=RES, channel_max=32)
+    pkl = reference_pickle(tmp_path, G, D)
+    frames = make_frames(tmp_path / "frames", count=8)
+    out = tmp_path / "out"
+    messages = run(tmp_path, frames, out, kimg=0.008, snapshot_kimg=0.008, resume=pkl, lr=0.0)
+    assert any("Transfer learning from" in m for m in messages)
+    assert not any("starts from scratch" in m for m in messages)
+    saved = tensors_of(out / "network-snapshot-000000_008.safetensors", "")
+    for prefix, net in (("G.", G), ("G_ema.", G), ("D.", D)):
+        for name, value in net.state_dict().items():
+            if name != "mapping.w_avg":  # a tracked mean, updated by every forward pass in training
+                assert torch.equal(saved[prefix + name], value), prefix + name
 
 
 def test_sigkill_mid_run_then_rerun_resumes(tmp_path):

@@ -445,8 +445,8 @@ class StyleGAN2Generator(Generator):
         Option("truncation_cutoff", int, None, min=0,
                help="Truncate only the first this many style layers (default: all)."),
         Option("noise_mode", str, "const", choices=NOISE_MODES,
-               help="Per-pixel noise: \"const\" (the network's fixed maps), \"random\" (each image's own grain, "
-                    "drawn from its seed (walk frames: the frame number), the same in any batch), \"none\"."),
+               help="Per-pixel noise: \"const\" (the network's fixed maps), \"random\" (grain drawn from each image's "
+                    "own seed, or a walk frame's number, so it does not depend on the batch), \"none\"."),
         Option("class_index", int, None, min=0, help="Class to draw, for conditional networks only."),
         Option("batch", int, None, min=1,
                help="Images per forward pass (default: 1 on the CPU, where batching measured slower "
@@ -456,8 +456,8 @@ class StyleGAN2Generator(Generator):
         Option("walk", dict, None, check=_check(lambda v: parse_walk(v, "walk")),
                help="A looping latent walk into walk/000001.png...: { keyframes = \"0-7\", seconds = 8, fps = 12, "
                     "space = \"w\" (or \"z\": slerp), interpolation = \"cubic\" (or \"linear\") }. It is "
-                    "periodic: the last frame leads back into the first (which is keyframe 1) like any other "
-                    "step, so the first frame is not repeated at the end and the video loops without a seam."),
+                    "periodic: the last frame leads back into the first (the first keyframe) like any other step, "
+                    "so the first frame is not repeated at the end and the video loops without a seam."),
         Option("mixing", dict, None, check=_check(lambda v: parse_mixing(v, "mixing")),
                help="A style-mixing grid mixing.png: { rows = \"0-3\", columns = \"10-13\", layers = \"0-6\" } "
                     "(cell = row seed with the column seed's styles at those layers)."),

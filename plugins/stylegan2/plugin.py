@@ -60,8 +60,9 @@ class StyleGAN2Trainer(Trainer):
         Option("device", str, "auto", choices=("auto", "cpu", "cuda"),
                help="Where to train: 'auto' picks a CUDA GPU when PyTorch sees one, else the CPU."),
         Option("resume", str, None, path=True, must_exist=True,
-               help="Start from another run's network (a training folder or .safetensors checkpoint) for "
-                    "transfer learning; kimg counting restarts."),
+               help="Start from another network for transfer learning: a training folder (its newest checkpoint), "
+                    "a .safetensors checkpoint, a StyleGAN2-ADA .pkl or a rosinality .pt (both read safely, never "
+                    "unpickled); kimg counting restarts."),
         Option("grid", list, None, check=_positive_pair,
                help="Fakes grid size [columns, rows] (default: like StyleGAN2, at most 16 x 9 below 128 px)."),
         Option("augment", str, "ada", choices=("ada", "fixed", "none"),
