@@ -1,9 +1,10 @@
 """Helpers for testing plugins and projects, usable from any pytest suite.
 
-    from cineml.testing import make_context, make_project, run_project
+    from cineml.testing import invoke_cli, make_context, make_project, run_project
 
-or as a pytest plugin (``pytest_plugins = ["cineml.testing"]``) for the ``cineml_project`` fixture.
-Everything here runs the real engine: real manifests, real plugin registration, real stages.
+or as a pytest plugin (``pytest_plugins = ["cineml.testing"]``) for the fixtures ``cineml_project``,
+``cineml_plugin`` and ``cineml_cli``. Everything here runs the real engine: real manifests, real plugin
+registration, real stages, the real CLI. (The helpers also work without pytest, e.g. in benchmarks.)
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ import textwrap
 from pathlib import Path
 from typing import Any, Sequence
 
-import pytest
+try:
+    import pytest
+except ImportError:  # the helpers work without pytest; the fixtures need it
+    pytest = None  # type: ignore[assignment]
 
 from .api import REQUIRED, Implementation, StageContext
 from .manifest import Project, load_project
@@ -48,12 +52,16 @@ def make_project(folder: Path, manifest: str, files: dict[str, str | bytes] | No
     return path
 
 
+_TEST_PLUGINS: list[Any] = []  # registered for the current test by the cineml_plugin fixture
+
+
 def registry_with(*plugins: Any, builtins: bool = True) -> Registry:
-    """A fresh registry: the installed plugins (unless ``builtins=False``) plus ``plugins`` registered in code."""
+    """A fresh registry: the installed plugins (unless ``builtins=False``), the current test's
+    ``cineml_plugin`` plugins, and ``plugins``, registered in code."""
     registry = Registry()
     if builtins:
         registry.load_entry_points()
-    for i, plugin in enumerate(plugins):
+    for i, plugin in enumerate([*_TEST_PLUGINS, *plugins]):
         registry.add_plugin(plugin, name=getattr(plugin, "__name__", f"test-plugin-{i}"))
     return registry
 
@@ -70,11 +78,49 @@ def run_project(manifest: Path, overrides: Sequence[str] = (), plugins: Sequence
     return pipeline.run(pipeline.plan(**plan))
 
 
-@pytest.fixture
-def cineml_project(tmp_path: Path):
-    """``cineml_project(manifest_text, files={...})`` writes a project in tmp_path; returns its manifest."""
+def invoke_cli(*args: Any, plugins: Sequence[Any] = ()) -> tuple[int, str]:
+    """Run the real ``cineml`` CLI in-process (``invoke_cli("run", manifest, "-S", "train.kimg=1")``) with
+    the installed plugins plus ``plugins``; returns (exit code, everything it printed)."""
+    from click.testing import CliRunner
 
-    def make(manifest: str, files: dict[str, str | bytes] | None = None) -> Path:
-        return make_project(tmp_path / "project", manifest, files)
+    from . import cli
 
-    return make
+    saved, cli._registry = cli._registry, registry_with(*plugins)
+    cli._registry.warn = cli._warn
+    try:
+        result = CliRunner().invoke(cli.cli, [str(a) for a in args], catch_exceptions=False)
+    finally:
+        cli._registry = saved
+    return result.exit_code, result.output
+
+
+if pytest is not None:
+
+    @pytest.fixture
+    def cineml_project(tmp_path: Path):
+        """``cineml_project(manifest_text, files={...})`` writes a project in tmp_path; returns its manifest."""
+
+        def make(manifest: str, files: dict[str, str | bytes] | None = None) -> Path:
+            return make_project(tmp_path / "project", manifest, files)
+
+        return make
+
+    @pytest.fixture
+    def cineml_plugin():
+        """``cineml_plugin(module)``: register a plugin (a module or object with hook functions) for this
+        test only; ``run_project``, ``registry_with`` and ``invoke_cli`` / ``cineml_cli`` all see it."""
+        added: list[Any] = []
+
+        def register(plugin: Any) -> Any:
+            _TEST_PLUGINS.append(plugin)
+            added.append(plugin)
+            return plugin
+
+        yield register
+        for plugin in added:
+            _TEST_PLUGINS.remove(plugin)
+
+    @pytest.fixture
+    def cineml_cli():
+        """``cineml_cli("run", manifest, ...)`` -> (exit code, output): :func:`invoke_cli` as a fixture."""
+        return invoke_cli

@@ -4,7 +4,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 import cineml.cli
 
@@ -58,18 +57,6 @@ def toy_project(tmp_path) -> Path:
     manifest = root / "project.toml"
     manifest.write_text(TOY_MANIFEST)
     return manifest
-
-
-@pytest.fixture
-def cli_run():
-    """Invoke the real click CLI in-process; returns (exit_code, stdout+stderr)."""
-
-    def invoke(*args: str):
-        cineml.cli._registry = None
-        result = CliRunner().invoke(cineml.cli.cli, [str(a) for a in args], catch_exceptions=False)
-        return result.exit_code, result.output
-
-    return invoke
 
 
 @pytest.fixture

@@ -5,30 +5,30 @@ import json
 from cineml.scaffold import TEMPLATE
 
 
-def test_run_then_dry_run_explains(toy_project, cli_run):
-    code, out = cli_run("run", toy_project)
+def test_run_then_dry_run_explains(toy_project, cineml_cli):
+    code, out = cineml_cli("run", toy_project)
     assert code == 0, out
     assert (toy_project.parent / "art/fakes.txt").exists()
-    code, out = cli_run("run", toy_project, "--dry-run", "-S", "train.snapshots=3")
+    code, out = cineml_cli("run", toy_project, "--dry-run", "-S", "train.snapshots=3")
     assert code == 0
     assert "changed: snapshots: 2 -> 3" in out and "upstream train changed" in out
     state = json.loads((toy_project.parent / ".cineml/state.json").read_text())
     assert state["train"]["material"]["options"]["snapshots"] == 2  # dry run changed nothing
 
 
-def test_user_error_is_one_paragraph_exit_1(toy_project, cli_run):
-    code, out = cli_run("run", toy_project, "-S", "train.kimg=-1")
+def test_user_error_is_one_paragraph_exit_1(toy_project, cineml_cli):
+    code, out = cineml_cli("run", toy_project, "-S", "train.kimg=-1")
     assert code == 1
     assert out.startswith("Error:") and "train.kimg: -1 is out of range" in out
     assert "Traceback" not in out
 
 
-def test_verbose_shows_traceback(toy_project, cli_run):
-    code, out = cli_run("-v", "run", toy_project, "-S", "train.kimg=-1")
+def test_verbose_shows_traceback(toy_project, cineml_cli):
+    code, out = cineml_cli("-v", "run", toy_project, "-S", "train.kimg=-1")
     assert code == 1 and "Traceback" in out
 
 
-def test_messages_are_printed_as_written_not_as_markup(toy_project, cli_run):
+def test_messages_are_printed_as_written_not_as_markup(toy_project, cineml_cli):
     plugin = toy_project.parent / "toy_plugins.py"
     text = plugin.read_text()
     assert "def train(self, ctx):\n" in text
@@ -37,46 +37,46 @@ def test_messages_are_printed_as_written_not_as_markup(toy_project, cli_run):
                                    "        ctx.warn('a [/closing] tag')\n"
                                    "        raise CinemlError('[train] inception = [/x] is wrong')\n", 1))
     plugin.write_text("from cineml import CinemlError\n" + plugin.read_text())
-    code, out = cli_run("run", toy_project)
+    code, out = cineml_cli("run", toy_project)
     assert code == 1, out
     assert "[bold]kept[/bold] as typed" in out and "warning: a [/closing] tag" in out
     assert "Error: [train] inception = [/x] is wrong" in out and "Traceback" not in out
 
 
-def test_file_system_errors_are_one_paragraph(tmp_path, cli_run):
+def test_file_system_errors_are_one_paragraph(tmp_path, cineml_cli):
     (tmp_path / "a-file").write_text("not a folder")
-    code, out = cli_run("new", "film", "--dir", tmp_path / "a-file" / "projects")
+    code, out = cineml_cli("new", "film", "--dir", tmp_path / "a-file" / "projects")
     assert code == 1 and "Traceback" not in out, out
     assert out.startswith("Error:") and "a-file" in out and "Check that the folder exists" in out
 
 
-def test_usage_error_exit_2(cli_run):
-    code, out = cli_run("run")
+def test_usage_error_exit_2(cineml_cli):
+    code, out = cineml_cli("run")
     assert code == 2 and "Missing argument" in out
 
 
-def test_new_scaffolds_every_stage_and_refuses_overwrite(tmp_path, cli_run):
-    code, out = cli_run("new", "my-film", "--dir", tmp_path)
+def test_new_scaffolds_every_stage_and_refuses_overwrite(tmp_path, cineml_cli):
+    code, out = cineml_cli("new", "my-film", "--dir", tmp_path)
     assert code == 0, out
     manifest = tmp_path / "my-film" / "project.toml"
     text = manifest.read_text()
     for table in ("[project]", "[source]", "[extract]", "[[preprocess]]", "[train]", "[generate]", "[[compose]]"):
         assert table in text
-    code, out = cli_run("new", "my-film", "--dir", tmp_path)
+    code, out = cineml_cli("new", "my-film", "--dir", tmp_path)
     assert code == 1 and "already exists" in out
     assert TEMPLATE.count("#") > 10  # commented for artists
 
 
-def test_plugins_json(cli_run):
-    code, out = cli_run("plugins", "--json")
+def test_plugins_json(cineml_cli):
+    code, out = cineml_cli("plugins", "--json")
     assert code == 0
     rows = json.loads(out)
     assert {r["name"] for r in rows} >= {"fps", "letterbox", "stylegan2", "layouts", "animation", "synthetic"}
     assert all(r["version"] and r["distribution"] == "cineml" for r in rows)
 
 
-def test_layouts_lists_project_local_layout(toy_project, cli_run):
-    code, out = cli_run("layouts", "--project", toy_project, "--json")
+def test_layouts_lists_project_local_layout(toy_project, cineml_cli):
+    code, out = cineml_cli("layouts", "--project", toy_project, "--json")
     assert code == 0, out
     stack = next(r for r in json.loads(out) if r["name"] == "stack")
     assert stack["plugin"] == "toy_plugins.py" and stack["options"][0]["name"] == "gap"

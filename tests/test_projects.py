@@ -63,12 +63,12 @@ def test_demo_runs_every_stage(tmp_path):
     assert json.loads((folder / "run.json").read_text())["status"] == "finished"
 
 
-def test_cineml_new_scaffold_runs(tmp_path, cli_run):
+def test_cineml_new_scaffold_runs(tmp_path, cineml_cli):
     """`cineml new` writes a project that runs as it is (shortened here with -S overrides)."""
-    code, out = cli_run("new", "fresh", "--dir", tmp_path)
+    code, out = cineml_cli("new", "fresh", "--dir", tmp_path)
     assert code == 0, out
     manifest = tmp_path / "fresh" / "project.toml"
-    code, out = cli_run("-q", "run", manifest, "-S", "source.seconds=2", "-S", "train.kimg=0.02",
+    code, out = cineml_cli("-q", "run", manifest, "-S", "source.seconds=2", "-S", "train.kimg=0.02",
                         "-S", "train.snapshot_kimg=0.01")
     assert code == 0, out
     art = tmp_path / "fresh" / "art"

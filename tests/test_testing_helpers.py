@@ -48,3 +48,21 @@ def test_cineml_project_fixture(cineml_project):
     assert isinstance(manifest, Path) and manifest.name == "project.toml"
     run_project(manifest, plugins=[ListingPlugin()])
     assert (manifest.parent / "art/list.txt").read_text() == "- x.png"
+
+
+def test_cineml_plugin_fixture_registers_for_the_run_and_the_cli(cineml_project, cineml_plugin, cineml_cli):
+    manifest = cineml_project(MANIFEST, files={"stills/a.png": b"1", "stills/b.png": b"2"})
+    code, out = cineml_cli("run", manifest)
+    assert code == 1 and "no composer or layout named 'listing'" in out  # not installed
+    cineml_plugin(ListingPlugin())
+    code, out = cineml_cli("run", manifest, "-S", "compose.0.prefix=* ")
+    assert code == 0, out
+    assert (manifest.parent / "art/list.txt").read_text() == "* a.png\n* b.png"
+    code, out = cineml_cli("plugins", "--json")
+    assert code == 0 and "listing-plugin" in out
+    assert run_project(manifest, ["compose.0.prefix=* "])["stages"][0]["ran"] is False  # same plugin: up to date
+
+
+def test_the_fixture_plugin_is_gone_after_its_test(cineml_cli, tmp_path):
+    code, out = cineml_cli("plugins", "--json")
+    assert code == 0 and "listing-plugin" not in out
