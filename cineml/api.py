@@ -163,8 +163,9 @@ class Trainer(Implementation):
     def train(self, ctx: StageContext) -> None:
         """Train on ``ctx.inputs["frames"]``, writing snapshots into the folder ``ctx.output``.
 
-        Write ``reals.png`` once and ``fakes<kimg:06d>.png`` at every snapshot (compose steps
-        find them by those names), call ``ctx.snapshot_written(...)`` after each snapshot, and
+        Write ``reals.png`` once and ``fakes<kimg:06d>.png`` at every snapshot, with a fraction
+        for snapshots between whole kimg (``fakes000001_200.png`` = 1.2 kimg; compose steps find
+        and order them by those names), call ``ctx.snapshot_written(...)`` after each snapshot, and
         resume from the latest checkpoint in ``ctx.output`` when there is one.
         """
         raise NotImplementedError
