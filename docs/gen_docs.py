@@ -50,6 +50,12 @@ def _option_table(options) -> list[str]:
     return rows
 
 
+def builtin(registry, plugin: str) -> bool:
+    """Reference pages document what ships with CineML, whatever else is installed on this machine."""
+    info = registry.plugins.get(plugin)
+    return info is not None and info.origin == "builtin"
+
+
 def manifest_page() -> str:
     """Every stage and every option of every built-in implementation, from their declarations."""
     from cineml.manifest import COMPOSE_OPTIONS, PROJECT_OPTIONS, STAGE_KINDS
@@ -74,13 +80,15 @@ def manifest_page() -> str:
         if table == "compose":
             out += ["Every compose step takes these, whatever it uses:", "", *_option_table(COMPOSE_OPTIONS), "",
                     "`use` names a composer below or a layout (see Layouts).", ""]
-        impls = {n: i for n, i in registry.impls[kind].items() if i.plugin_version}
+        impls = {n: i for n, i in registry.impls[kind].items() if builtin(registry, i.plugin)}
         for name, impl in sorted(impls.items()):
             if table == "compose" and name == "layout":
                 continue
             out += [f"### `use = \"{name}\"`", "", impl.help, "", *_option_table(impl.options), ""]
     out += ["## Layouts", "", "Use a layout by name in a `[[compose]]` step (`use = \"grid\"`).", ""]
     for name, lay in sorted(registry.impls["layouts"].items()):
+        if not builtin(registry, lay.plugin):
+            continue
         out += [f"### `use = \"{name}\"`", "", lay.help, "", *_option_table(lay.options), ""]
     return "\n".join(out)
 
@@ -92,7 +100,8 @@ def cli_page() -> str:
     from cineml.cli import cli, registry
 
     for impl in registry().pm.hook.register_commands.get_hookimpls():
-        impl.function(cli)
+        if builtin(registry(), impl.plugin_name):
+            impl.function(cli)
     out = ["# Command-line reference", "", "_Generated from `cineml --help` by `python docs/gen_docs.py`._", ""]
     ctx = click.Context(cli, info_name="cineml", terminal_width=100, max_content_width=100, **cli.context_settings)
     out += ["## `cineml`", "", "```", cli.get_help(ctx), "```", ""]

@@ -245,3 +245,17 @@ def test_layouts_guide_example_runs(tmp_path):
     again = run_project(manifest)
     assert again["stages"][0]["ran"] and "layout plugin changed" in again["stages"][0]["reason"]
     assert tuple(np.asarray(Image.open(tmp_path / "p/art/polaroids.png").convert("RGB"))[pad, pad]) == (250, 250, 240)
+
+
+def test_reference_docs_ignore_installed_third_party_plugins(contact_sheet_site):
+    """docs/manifest.md and docs/cli.md document what ships with CineML, whatever else is installed."""
+    site, _ = contact_sheet_site
+    code = ("import sys; sys.path.insert(0, 'docs'); import gen_docs\n"
+            "from pathlib import Path\n"
+            "for name, make in gen_docs.PAGES.items():\n"
+            "    assert Path('docs', name).read_text() == make(), name\n"
+            "from cineml.cli import registry\n"
+            "assert 'contact-sheet' in registry().impls['layouts']\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                          env=environ(site, "contact-sheet"))
+    assert proc.returncode == 0, proc.stderr
