@@ -43,11 +43,13 @@ def test_generated_docs_are_current():
         assert (ROOT / "docs" / name).read_text() == make(), f"run `python docs/gen_docs.py` to refresh docs/{name}"
 
 
-def test_ci_runs_the_readme_test_command():
+def test_ci_runs_the_readme_test_and_demo_commands():
     readme = (ROOT / "README.md").read_text()
     blocks = re.findall(r"```bash\n(.*?)\n```", readme, re.S)
     test_command = next(b for b in blocks if b.endswith("pytest"))
-    assert test_command in (ROOT / ".ci/run").read_text()
+    demo_command = next(b for b in blocks if b.endswith("cineml run projects/demo/project.toml"))
+    ci = (ROOT / ".ci/run").read_text()
+    assert test_command in ci and demo_command in ci
 
 
 # --- hook examples --------------------------------------------------------------------------------
