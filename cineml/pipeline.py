@@ -59,13 +59,22 @@ def _natural_key(path: Path) -> list[Any]:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
 
 
-def file_fingerprint(path: Path) -> str:
-    """Size, mtime and a hash of the first and last MiB: cheap for films of many GB, and any edit shows."""
-    st = path.stat()
-    h = hashlib.sha256(f"{st.st_size}:{st.st_mtime_ns}".encode())
+def file_fingerprint(path: Path, samples: int = 16, block: int = 1 << 16) -> str:
+    """Size plus a hash of the first and last MiB and ``samples`` blocks spread between them.
+
+    Content, not mtime: touching or copying a film (``cp``, ``scp``, a git checkout) must not re-run a
+    16-hour training. Cheap for films of many GB (about 3 MiB read), and any re-encode or trim shows.
+    """
+    size = path.stat().st_size
+    h = hashlib.sha256(str(size).encode())
     with path.open("rb") as f:
-        h.update(f.read(1 << 20))
-        if st.st_size > 2 << 20:
+        if size <= (2 << 20) + samples * block:
+            h.update(f.read())
+        else:
+            h.update(f.read(1 << 20))
+            for k in range(1, samples + 1):
+                f.seek((1 << 20) + k * (size - (2 << 20)) // (samples + 1))
+                h.update(f.read(block))
             f.seek(-(1 << 20), os.SEEK_END)
             h.update(f.read())
     return h.hexdigest()
@@ -138,8 +147,9 @@ class Pipeline:
         name = step.options["input"]
         patterns = NAMED_INPUTS[name][1] if name in NAMED_INPUTS else (name,)
         found: set[Path] = set()
-        for pattern in patterns:
-            found.update(Path(p) for p in _glob.glob(str(self.project.root / pattern), recursive=True))
+        root = self.project.root
+        for pattern in patterns:  # root_dir: a project folder named "Leth [1967]" is not a pattern
+            found.update(root / p for p in _glob.glob(pattern, root_dir=root, recursive=True))
         images = sorted((p for p in found if p.is_file()), key=_natural_key)
         o = step.options
         images = images[o["start"]:o["end"]]
@@ -148,6 +158,23 @@ class Pipeline:
             n = len(images)
             images = [images[round(i * (n - 1) / max(o["count"] - 1, 1))] for i in range(o["count"])]
         return images
+
+    def _files_digest(self, step: Step) -> str:
+        """What a compose step's glob input matches now: names, sizes and mtimes."""
+        root = self.project.root
+        files = [[_jsonable(p, root), p.stat().st_size, p.stat().st_mtime_ns] for p in self.compose_images(step)]
+        return _digest({"files": files})
+
+    def _layout_versions(self, step: Step) -> list[Any] | None:
+        """Plugin and version of every layout a step renders: its own (``use = "windows"``) and one named
+        in its options (an animation's ``layout = "mine"``), so editing that layout's file re-runs it."""
+        names = [step.layout.name] if step.layout is not None else []
+        named = step.options.get("layout") if stage_group(step.stage) == "compose" else None
+        if isinstance(named, str) and named and named not in names:
+            names.append(named)
+        layouts = self.registry.impls["layouts"]
+        found = [[layouts[n].plugin, layouts[n].plugin_version] for n in names if n in layouts]
+        return None if not found else found[0] if len(found) == 1 else found
 
     def _upstream(self, step: Step) -> list[str]:
         group = stage_group(step.stage)
@@ -159,7 +186,11 @@ class Pipeline:
             return ["train"]
         if group == "compose":
             name = step.options["input"]
-            ups = [NAMED_INPUTS[name][0]] if name in NAMED_INPUTS else []
+            if name in NAMED_INPUTS:
+                ups = [NAMED_INPUTS[name][0]]
+            else:  # a glob into a stage's output folder depends on that stage ("generated/*.png")
+                top = Path(name).parts[0] if Path(name).parts and not Path(name).is_absolute() else ""
+                ups = [s for s, folder in STAGE_OUTPUTS.items() if folder == top and s != "compose"]
             return ups + ["source"]
         return []
 
@@ -188,15 +219,13 @@ class Pipeline:
                 elif up in fingerprints:
                     inputs[up] = fingerprints[up]
             if group == "compose" and step.options["input"] not in NAMED_INPUTS:
-                files = self.compose_images(step)
-                inputs["files"] = _digest({"files": [[str(p.relative_to(root)), p.stat().st_size,
-                                                       p.stat().st_mtime_ns] for p in files]})
+                inputs["files"] = self._files_digest(step)
             material = {
                 "use": step.impl.name, "plugin": step.impl.plugin, "version": step.impl.plugin_version,
                 "options": _jsonable(step.options, root),
                 "chain": [{"use": p.name, "plugin": p.plugin, "version": p.plugin_version,
                            "options": _jsonable(o, root)} for p, o in step.chain],
-                "layout": None if step.layout is None else [step.layout.plugin, step.layout.plugin_version],
+                "layout": self._layout_versions(step),
                 "inputs": inputs,
                 "seed": self.project.seed,
             }
@@ -209,6 +238,8 @@ class Pipeline:
             ups_changed = [u for u in self._upstream(step) if u in changed]
             if step.stage not in selected:
                 reason, run = "not selected", False
+                if previous is not None:  # downstream depends on what is on disk, not on what would be built
+                    fingerprints[step.stage] = previous.get("fingerprint", fp)
             elif forced:
                 reason, run = "forced", True
             elif previous is None:
@@ -295,6 +326,9 @@ class Pipeline:
 
     def _run_stage(self, p: PlannedStage) -> float:
         step, project, hook = p.step, self.project, self.registry.hook
+        if "files" in p.material["inputs"]:  # a glob input: upstream stages of this run may have changed it
+            p.material["inputs"]["files"] = self._files_digest(step)
+            p.fingerprint = _digest(p.material)
         staging = self._staging(p)
         staging.mkdir(parents=True, exist_ok=True)
         ctx = self._context(p, staging)

@@ -187,3 +187,71 @@ def test_sampling_count_start_end(toy_project):
     run(toy_project)
     # natural sort (s2 before s10), start/end slice s1..s8, then 3 evenly spaced
     assert (root / "art/s.txt").read_text() == "s1.png,s5.png,s8.png"
+
+
+def test_only_runs_cannot_leave_stale_art_up_to_date(toy_project):
+    """compose run with --only on an old train output must re-run once train is rebuilt."""
+    run(toy_project)
+    assert run(toy_project, "train.snapshots=3", only=("compose",))["compose:fakes.txt"] == (False, "up to date")
+    assert run(toy_project, "train.snapshots=3", only=("train",))["train"][0]
+    again = run(toy_project, "train.snapshots=3")
+    assert again["compose:fakes.txt"] == (True, "changed: input train changed")  # built from the old train
+    art = (toy_project.parent / "art/fakes.txt").read_text()
+    assert art.splitlines() == ["fakes000000.png", "fakes000001.png", "fakes000002.png"]
+    assert all(not r for r, _ in run(toy_project, "train.snapshots=3").values())
+
+
+def test_a_glob_into_a_stage_folder_follows_that_stage(toy_project):
+    with toy_project.open("a") as f:
+        f.write('\n[[compose]]\nuse = "concat"\ninput = "train/fakes*.png"\nsep = ","\noutput = "glob.txt"\n')
+    run(toy_project)
+    assert (toy_project.parent / "art/glob.txt").read_text() == "fakes000000.png,fakes000001.png"
+    ran = run(toy_project, "train.snapshots=3")  # train re-runs in the same run: the glob sees its new files
+    assert ran["compose:glob.txt"] == (True, "upstream train changed")
+    assert (toy_project.parent / "art/glob.txt").read_text().count(",") == 2
+    assert all(not r for r, _ in run(toy_project, "train.snapshots=3").values())  # and not one run behind
+
+
+def test_a_project_folder_named_like_a_glob_pattern(toy_project, tmp_path):
+    import shutil
+
+    root = tmp_path / "Leth [1967] *"
+    shutil.copytree(toy_project.parent, root)
+    run(root / "project.toml")
+    assert (root / "art/fakes.txt").read_text().splitlines() == ["fakes000000.png", "fakes000001.png"]
+
+
+def test_film_fingerprint_is_its_content_not_its_mtime(tmp_path):
+    from cineml.pipeline import file_fingerprint
+
+    film = tmp_path / "film.mp4"
+    data = bytearray(os.urandom(5 << 20))
+    film.write_bytes(data)
+    before = file_fingerprint(film)
+    os.utime(film, (1, 1))  # touched, or copied without -p
+    assert file_fingerprint(film) == before
+    film.write_bytes(data[:-1000])  # trimmed
+    assert file_fingerprint(film) != before
+    data[:16] = b"\0" * 16  # re-encoded: the header changes
+    film.write_bytes(data)
+    assert file_fingerprint(film) != before
+
+
+def test_editing_a_layout_reruns_the_animation_that_uses_it(toy_project):
+    root = toy_project.parent
+    (root / "my_layouts.py").write_text(
+        "import cineml\nfrom cineml import hookimpl\n\n"
+        "@cineml.layout('pair', capacity=lambda o: 2)\ndef pair(images):\n"
+        "    from PIL import Image\n    out = Image.new('L', (8, 4))\n"
+        "    for k, im in enumerate(images):\n        out.paste(im, (4 * k, 0))\n    return out\n\n"
+        "@hookimpl\ndef register_layouts(register):\n    register(pair)\n")
+    toy_project.write_text(toy_project.read_text().replace('plugins = ["toy_plugins.py"]',
+                                                           'plugins = ["toy_plugins.py", "my_layouts.py"]')
+                           + '\n[[compose]]\nuse = "animation"\ninput = "fakes"\nlayout = "pair"\nfps = 2\n'
+                             'output = "pair.gif"\n')
+    run(toy_project)
+    assert (root / "art/pair.gif").exists()
+    (root / "my_layouts.py").write_text((root / "my_layouts.py").read_text() + "# edited\n")
+    plan = plan_of(toy_project)
+    assert plan["compose:pair.gif"] == (True, "changed: layout plugin changed")
+    assert plan["compose:fakes.txt"] == (False, "up to date")
