@@ -116,7 +116,10 @@ class StageContext:
     def snapshot_written(self, kimg: float, checkpoint: Path, fakes: Path | None) -> None:
         """Trainers call this after each snapshot; it fires the ``snapshot_written`` hook."""
         if self.hook is not None:
-            self.hook.snapshot_written(project=self.project, kimg=kimg, checkpoint=checkpoint, fakes=fakes)
+            from .plugins import notify
+
+            notify(self.hook, "snapshot_written", self.warn, project=self.project, kimg=kimg, checkpoint=checkpoint,
+                   fakes=fakes)
 
 
 class Source(Implementation):

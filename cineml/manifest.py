@@ -7,7 +7,9 @@ so validation here is generic: the engine knows no plugin's settings.
 
 from __future__ import annotations
 
+import datetime as _dt
 import difflib
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,6 +102,8 @@ def _convert(opt: Option, value: Any) -> Any:
         return float(value)
     if any(t not in (int, float, bool) and isinstance(value, t) for t in types):
         return value
+    if str in types and isinstance(value, (int, _dt.date, _dt.time)):
+        return value.isoformat() if not isinstance(value, int) else str(value)  # -S title=1967: text as typed
     raise TypeError
 
 
@@ -134,6 +138,8 @@ def validate_options(options: Sequence[Option], values: dict[str, Any], where: s
                 close = difflib.get_close_matches(value, [str(c) for c in opt.choices], n=1)
                 hint = f" Did you mean {close[0]!r}?" if close else ""
             raise _fail(file, key, f"{raw!r} is not valid; expected {opt.describe_type()}.{hint}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise _fail(file, key, f"{raw!r} is not valid; expected {opt.describe_type()} (a finite number).")
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if (opt.min is not None and value < opt.min) or (opt.max is not None and value > opt.max):
                 raise _fail(file, key, f"{raw!r} is out of range; expected {opt.describe_type()}.")
@@ -306,6 +312,9 @@ def _bind_compose(registry: Registry, values: dict[str, Any], where: str, root: 
     values = dict(values)
     name = values.pop("use", None)
     composers, layouts = registry.impls["composers"], registry.impls["layouts"]
+    if name is not None and not isinstance(name, str):
+        raise _fail(file, f"{where}.use", f"{name!r} is not valid; expected the name of a composer or layout "
+                                          "as a string, e.g. use = \"grid\".")
     if name is None or (name not in composers and name not in layouts):
         choices = sorted(set(composers) | set(layouts))
         raise _fail(file, f"{where}.use", ("missing" if name is None else f"no composer or layout named {name!r}")
@@ -332,10 +341,10 @@ def _bind_compose(registry: Registry, values: dict[str, Any], where: str, root: 
     suffixes = getattr(impl, "suffixes", ())
     if suffixes and target.suffix.lower() not in suffixes:
         raise _fail(file, f"{where}.output", f"{output!r}: {name!r} writes {', '.join(suffixes)} files.")
-    if output in seen:
-        raise _fail(file, f"{where}.output", f"{output!r} is already written by {seen[output]}; give each "
+    if str(target) in seen:  # "a.png" and "./a.png" are one file
+        raise _fail(file, f"{where}.output", f"{output!r} is already written by {seen[str(target)]}; give each "
                                              "compose step its own output name.")
-    seen[output] = where
+    seen[str(target)] = where
     return Step(f"compose:{output}", where, impl, {**common, **options}, layout=layout)
 
 

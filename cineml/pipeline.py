@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 from . import __version__
 from .api import CinemlError, StageContext, atomic_path
 from .manifest import STAGE_OUTPUTS, Project, Step
-from .plugins import Registry
+from .plugins import Registry, notify
 from .progress import Progress
 
 STATE_DIR = ".cineml"
@@ -119,6 +119,9 @@ class Pipeline:
         self.state_dir = project.root / STATE_DIR
         self.state_file = self.state_dir / "state.json"
 
+    def _notify(self, name: str, **kwargs: Any) -> None:
+        notify(self.registry.hook, name, self.warn, **kwargs)
+
     # --- state -----------------------------------------------------------------------------------
 
     def load_state(self) -> dict[str, Any]:
@@ -129,7 +132,7 @@ class Pipeline:
 
     def _save_state(self, state: dict[str, Any]) -> None:
         with atomic_path(self.state_file) as tmp:
-            tmp.write_text(json.dumps(state, indent=1, sort_keys=True))
+            tmp.write_text(json.dumps(state, indent=1, sort_keys=True, default=str))  # TOML dates in options
 
     # --- planning --------------------------------------------------------------------------------
 
@@ -263,7 +266,7 @@ class Pipeline:
         """Run the planned stages in order; write ``run.json``; return the run record."""
         if worker_rank() > 0:
             return self._run_as_worker(planned)
-        project, hook = self.project, self.registry.hook
+        project = self.project
         record: dict[str, Any] = {
             "cineml": __version__, "python": platform.python_version(), "platform": platform.platform(),
             "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -272,7 +275,7 @@ class Pipeline:
                         for n, p in self.registry.plugins.items() if p.error is None},
             "settings": _jsonable(project.raw, project.root), "stages": [], "status": "running",
         }
-        hook.run_started(project=project, plan=[{"stage": p.step.stage, "run": p.run, "reason": p.reason}
+        self._notify("run_started", project=project, plan=[{"stage": p.step.stage, "run": p.run, "reason": p.reason}
                                                  for p in planned])
         try:
             for p in planned:
@@ -293,10 +296,10 @@ class Pipeline:
             record["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
             record["error"] = f"{type(exc).__name__}: {exc}"
             self._write_record(record)
-            hook.run_failed(project=project, record=record, error=exc)
+            self._notify("run_failed", project=project, record=record, error=exc)
             raise
         self._write_record(record)
-        hook.run_finished(project=project, record=record)
+        self._notify("run_finished", project=project, record=record)
         return record
 
     def _run_as_worker(self, planned: list[PlannedStage]) -> dict[str, Any]:
@@ -325,7 +328,7 @@ class Pipeline:
                             warn=self.warn)
 
     def _run_stage(self, p: PlannedStage) -> float:
-        step, project, hook = p.step, self.project, self.registry.hook
+        step, project = p.step, self.project
         if "files" in p.material["inputs"]:  # a glob input: upstream stages of this run may have changed it
             p.material["inputs"]["files"] = self._files_digest(step)
             p.fingerprint = _digest(p.material)
@@ -334,7 +337,7 @@ class Pipeline:
         ctx = self._context(p, staging)
         out = ctx.output
         self.log(f"{step.stage} ({step.impl.name}, {p.reason})")
-        hook.stage_started(project=project, stage=step.stage, options=ctx.options)
+        self._notify("stage_started", project=project, stage=step.stage, options=ctx.options)
         started = time.perf_counter()
         try:
             self._call(step, ctx)
@@ -343,7 +346,7 @@ class Pipeline:
                                   f"without writing its output {out.name}. This is a bug in that plugin.")
             _move_into_place(out, p.output, self.state_dir)
         except BaseException as exc:
-            hook.stage_failed(project=project, stage=step.stage, error=exc)
+            self._notify("stage_failed", project=project, stage=step.stage, error=exc)
             raise
         seconds = time.perf_counter() - started
         state = self.load_state()
@@ -352,7 +355,7 @@ class Pipeline:
         self._save_state(state)
         for stale in (self.state_dir / "staging").glob(f"{staging.name.rsplit('-', 1)[0]}-*"):
             shutil.rmtree(stale, ignore_errors=True)
-        hook.stage_finished(project=project, stage=step.stage, output=p.output, seconds=seconds)
+        self._notify("stage_finished", project=project, stage=step.stage, output=p.output, seconds=seconds)
         return seconds
 
     def _call(self, step: Step, ctx: StageContext) -> None:
@@ -412,6 +415,10 @@ def _select(stages: list[str], only: Sequence[str], start: str | None, stop: str
     if stop:
         last = max(i for i, s in enumerate(stages) if matches(s, stop))
         chosen = [s for s in chosen if stages.index(s) <= last]
+    if not chosen:
+        asked = " ".join(f"{flag} {value}" for flag, value in
+                         (("--only", ",".join(only)), ("--from", start), ("--to", stop)) if value)
+        raise CinemlError(f"{asked} selects no stage; stages run in this order: {', '.join(stages)}.")
     return set(chosen)
 
 

@@ -201,3 +201,19 @@ def load_registry() -> Registry:
     registry = Registry()
     registry.load_entry_points()
     return registry
+
+
+def notify(hook: Any, name: str, warn: Callable[[str], None], **kwargs: Any) -> None:
+    """Call every plugin's lifecycle hook ``name``; one that raises is reported, and the others and the
+    run go on (a plugin that only observes, e.g. posting fakes grids to a webhook, must not stop a run)."""
+    caller = getattr(hook, name)
+    if not hasattr(caller, "get_hookimpls"):  # a plain callable standing in for the hook (tests)
+        calls = [("a plugin", lambda: caller(**kwargs))]
+    else:  # pluggy's own call order, one implementation at a time
+        calls = [(repr(impl.plugin_name), lambda impl=impl: impl.function(**{a: kwargs[a] for a in impl.argnames}))
+                 for impl in reversed(caller.get_hookimpls())]
+    for who, call in calls:
+        try:
+            call()
+        except Exception as exc:  # noqa: BLE001
+            warn(f"Plugin {who} failed in its {name} hook ({type(exc).__name__}: {exc}); carrying on without it.")

@@ -141,3 +141,15 @@ def test_choices_suggest(tmp_path):
                                           r"Did you mean 'night'\?"):
         validate_options(opts, {"mode": "nigth"}, "x", tmp_path)
     assert validate_options(opts, {}, "x", tmp_path) == {"mode": "day"}
+
+
+def test_values_an_artist_can_mistype(toy_project):
+    assert "compose[0].use: ['concat'] is not valid; expected the name" in error_of(toy_project, 'compose.0.use=["concat"]')
+    assert "train.kimg: nan is not valid" in error_of(toy_project, "train.kimg=nan")
+    assert "finite" in error_of(toy_project, "train.kimg=inf")
+    # An integer or a date typed for a text option is the text as typed (-S title=1967).
+    project = load(toy_project, "compose.0.sep=1967")
+    assert project.step("compose:fakes.txt").options["sep"] == "1967"
+    with toy_project.open("a") as f:
+        f.write('\n[[compose]]\nuse = "concat"\ninput = "fakes"\noutput = "./fakes.txt"\n')
+    assert "compose[1].output: './fakes.txt' is already written by compose[0]" in error_of(toy_project)

@@ -255,3 +255,32 @@ def test_editing_a_layout_reruns_the_animation_that_uses_it(toy_project):
     plan = plan_of(toy_project)
     assert plan["compose:pair.gif"] == (True, "changed: layout plugin changed")
     assert plan["compose:fakes.txt"] == (False, "up to date")
+
+
+def test_an_empty_stage_range_is_an_error(toy_project):
+    import pytest
+
+    from cineml import CinemlError
+
+    with pytest.raises(CinemlError, match="--from train --to extract selects no stage; stages run in this order"):
+        plan_of(toy_project, start="train", stop="extract")
+
+
+def test_a_failing_observer_plugin_does_not_stop_the_run(toy_project):
+    root = toy_project.parent
+    (root / "observer.py").write_text(
+        "from cineml import hookimpl\n\n"
+        "@hookimpl\ndef stage_finished(project, stage, output, seconds):\n    raise ConnectionError('webhook down')\n\n"
+        "@hookimpl\ndef snapshot_written(project, kimg, checkpoint, fakes):\n    raise ConnectionError('webhook down')\n")
+    toy_project.write_text(toy_project.read_text().replace('plugins = ["toy_plugins.py"]',
+                                                           'plugins = ["observer.py", "toy_plugins.py"]'))
+    reg = load_registry()
+    project = load_project(toy_project, reg)
+    warnings = []
+    pipe = Pipeline(project, reg, warn=warnings.append)
+    assert pipe.run(pipe.plan())["status"] == "finished"
+    assert (root / "art/fakes.txt").exists()
+    assert (root / "snapshots.log").read_text().count("fakes") == 2  # the other plugin's hook still ran
+    assert any("'observer.py' failed in its stage_finished hook (ConnectionError: webhook down)" in w
+               for w in warnings), warnings
+    assert any("snapshot_written" in w for w in warnings)
