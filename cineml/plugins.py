@@ -12,6 +12,7 @@ Environment:
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib.util
 import os
@@ -127,6 +128,7 @@ class Registry:
             return
         self.plugins[info.name] = info
         info.hooks = sorted(c.name for c in self.pm.get_hookcallers(module) or [])
+        self._check_hook_names(module, info, label, strict)
         added: list[tuple[str, str]] = []
         try:
             for kind, (hook_name, _) in KINDS.items():
@@ -168,6 +170,23 @@ class Registry:
 
         return register
 
+    def _check_hook_names(self, module: Any, info: PluginInfo, label: str, strict: bool) -> None:
+        """A misspelt hook (``def register_layout``) would be silently ignored by pluggy: say so."""
+        known = [n for n, caller in vars(self.pm.hook).items() if caller.has_spec()]  # not pluggy's unverified
+        for attr in dir(module):
+            if hasattr(getattr(module, attr, None), "cineml_impl") and attr not in known:
+                close = difflib.get_close_matches(attr, known, n=1)
+                message = (f"{label}: @hookimpl function {attr!r} is not a CineML hook, so it is never called."
+                           + (f" Did you mean {close[0]!r}?" if close else " See docs/hooks.md for the hooks."))
+                if strict:
+                    self.pm.unregister(module)
+                    del self.plugins[info.name]
+                    raise CinemlError(message)
+                self.warn(message)
+        if not info.hooks and strict:
+            self.warn(f"{label} implements no CineML hook, so it provides nothing (decorate hook functions "
+                      "with @cineml.hookimpl).")
+
     def _rollback(self, module: ModuleType, info: PluginInfo, added: list[tuple[str, str]]) -> None:
         """Undo a plugin's partial registration, so a half-loaded plugin provides nothing."""
         for kind, name in added:
@@ -191,6 +210,8 @@ def _import_file(path: Path, digest: str) -> ModuleType:
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot import {path}")
     module = importlib.util.module_from_spec(spec)
+    if str(path.parent) not in sys.path:  # its sibling modules import (appended: never shadows a package)
+        sys.path.append(str(path.parent))
     sys.modules[module_name] = module
     spec.loader.exec_module(module)
     return module

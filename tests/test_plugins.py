@@ -142,3 +142,24 @@ def test_help_does_not_import_torch_or_moviepy(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "Usage: cineml" in proc.stdout
     assert "HEAVY []" in proc.stdout, proc.stdout
+
+
+def test_a_misspelt_hook_in_a_project_file_is_named(tmp_path):
+    path = tmp_path / "mine.py"
+    path.write_text("import cineml\nfrom cineml import hookimpl\n\n"
+                    "@cineml.layout('pair')\ndef pair(images):\n    return images[0]\n\n"
+                    "@hookimpl\ndef register_layout(register):\n    register(pair)\n")
+    with pytest.raises(CinemlError, match="'register_layout' is not a CineML hook, so it is never called. "
+                                          "Did you mean 'register_layouts'"):
+        load_registry().load_files([path])
+
+
+def test_a_project_file_can_import_its_sibling_modules(tmp_path):
+    (tmp_path / "shapes.py").write_text("SIDE = 7\n")
+    (tmp_path / "mine.py").write_text(
+        "import cineml\nfrom cineml import hookimpl\nimport shapes\n\n"
+        "@cineml.layout('side', capacity=lambda o: shapes.SIDE)\ndef side(images):\n    return images[0]\n\n"
+        "@hookimpl\ndef register_layouts(register):\n    register(side)\n")
+    registry = load_registry()
+    registry.load_files([tmp_path / "mine.py"])
+    assert registry.impls["layouts"]["side"].tiles({}) == 7
