@@ -76,8 +76,9 @@ def frame_plan(stills: int, fps: float, seconds: float = 0.0,
                           f"duration or a higher fps.")
     if stills == 1:
         return [(0, 0, 0.0)] * total
-    if total < stills:  # more stills than frames: show an even sample of them
-        return [(s, s, 0.0) for s in (f * stills // total for f in range(total))]
+    if total < stills:  # more stills than frames: an even sample from the first to the last (the final fakes)
+        picks = [round(f * (stills - 1) / (total - 1)) for f in range(total)] if total > 1 else [stills - 1]
+        return [(s, s, 0.0) for s in picks]
     blend = min(blend, (total - stills) // (stills - 1))
     holds = total - (stills - 1) * blend
     plan: list[tuple[int, int, float]] = []
@@ -163,6 +164,10 @@ class Animation(cineml.Composer):
         if message:
             raise CinemlError(f"Compose step {ctx.where or ctx.stage}: {message}")
         fps = float(opts["fps"])
+        if suffix == ".gif" and fps > 50:
+            raise CinemlError(f"Compose step {ctx.where or ctx.stage}: fps = {fps:g} is too fast for a GIF, whose frame "
+                              "times are whole hundredths of a second and which browsers slow to 10 fps below "
+                              "2/100 s. Use fps <= 50, or write .mp4 or .webp.")
         groups, layout, layout_values = self._groups(ctx, images, opts)
         plan = frame_plan(len(groups), fps, float(opts["seconds"]), float(opts["crossfade"]))
         if len(plan) < len(groups):
@@ -216,8 +221,9 @@ class Animation(cineml.Composer):
                               f"layout_options (e.g. columns and rows for grid, bays and floors for windows).")
         # Tile j plays its own contiguous stretch of the input (a looping latent walk gives each
         # window a different, smooth part of it); a tile whose stretch is shorter holds its last image.
-        length = -(-len(indexed) // tiles)
-        sequences = [indexed[j * length:(j + 1) * length] for j in range(tiles) if indexed[j * length:]]
+        # Even cuts: 17 images over 16 windows fill all 16 (ceil-sized pieces would fill only 9).
+        cuts = [j * len(indexed) // tiles for j in range(tiles + 1)]
+        sequences = [indexed[cuts[j]:cuts[j + 1]] for j in range(tiles) if cuts[j + 1] > cuts[j]]
         count = max(len(seq) for seq in sequences)
         return [[seq[min(t, len(seq) - 1)] for seq in sequences] for t in range(count)], layout, values
 

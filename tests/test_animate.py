@@ -79,7 +79,8 @@ def test_frame_plan_counts():
     holds = [sum(1 for a, b, t in timed if a == b == k) for k in range(4)]
     assert sorted(holds) == [5, 5, 5, 6]
     sampled = frame_plan(900, 6, seconds=15)
-    assert len(sampled) == 90 and sampled[1][0] == 10
+    assert len(sampled) == 90 and sampled[0][0] == 0 and sampled[-1][0] == 899  # ends on the final fakes
+    assert [a for a, _, _ in frame_plan(10, 6, seconds=0.5)] == [0, 4, 9]
     assert len(frame_plan(4, 6, seconds=1, crossfade=2)) == 6  # crossfades shrink to fit
     with pytest.raises(CinemlError):
         frame_plan(0, 6)
@@ -179,6 +180,13 @@ def test_layout_per_frame_plays_one_sequence_per_tile(tmp_path):
     for t in range(4):  # left tile plays images 0-3, the right one 4-7 (each its own stretch)
         assert np.abs(frames[t, 8:24, 8:24] - colors[t]).max() < 40
         assert np.abs(frames[t, 8:24, 40:56] - colors[4 + t]).max() < 40
+    # 5 images over 4 tiles fill all 4 (pieces [0] [1] [2] [3, 4]; short pieces hold), none left empty
+    five = decode(animate(tmp_path, paths[:5], output="five.mp4", layout="grid", preset="ultrafast",
+                          layout_options={"columns": 4, "rows": 1, "gutter": 0, "margin": 0})).astype(int)
+    assert five.shape[:3] == (2, 32, 128)
+    for t, shown in enumerate(((0, 1, 2, 3), (0, 1, 2, 4))):
+        assert [np.abs(five[t, 8:24, 32 * k + 8:32 * k + 24] - colors[c]).max() < 40
+                for k, c in enumerate(shown)] == [True] * 4
     facade = animate(tmp_path, paths[:6], output="w.mp4", layout="windows", preset="ultrafast",
                      layout_options={"floors": 1, "bays": 2, "seed": 1})
     info = probe(facade)
@@ -253,6 +261,8 @@ def test_bad_settings_name_the_problem(tmp_path):
         animate(tmp_path, paths, layout="grid")
     with pytest.raises(CinemlError, match="no such file"):
         animate(tmp_path, paths, audio="missing.wav")
+    with pytest.raises(CinemlError, match="too fast for a GIF"):
+        animate(tmp_path, paths, output="fast.gif", fps=60)
     with pytest.raises(CinemlError, match="two decimals"):
         animate(tmp_path, paths, fps=23.976)
     with pytest.raises(CinemlError, match="no images"):
@@ -305,5 +315,5 @@ def test_more_stills_than_frames_shows_an_even_sample(tmp_path):
     ctx.warn = warnings.append
     composer.compose(ctx, paths)
     means = decode(ctx.output).reshape(6, -1).mean(axis=1)
-    assert np.allclose(means, levels[::2], atol=3)
+    assert np.allclose(means, [levels[round(f * 11 / 5)] for f in range(6)], atol=3)  # first to last
     assert warnings and "12 stills in 6 frames" in warnings[0]
