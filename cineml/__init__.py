@@ -19,7 +19,7 @@ except PackageNotFoundError:  # running from a source tree without installing
 #: for ``cineml --help``: name -> module.
 _LAZY = {
     **dict.fromkeys(("fit", "draw_text", "even_size", "parse_color", "color_problem", "load_images", "load_image",
-                     "label_text", "noise", "grid_shape", "common_mode"), "imaging"),
+                     "label_text", "noise", "grid_shape", "common_mode", "check_canvas"), "imaging"),
     "Project": "manifest",  # what hooks and StageContext.project receive
     "validate_options": "manifest",  # check option values against declarations (e.g. a nested layout's)
     "Progress": "progress",  # the type of StageContext.progress; Progress(enabled=False) is silent

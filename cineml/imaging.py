@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from PIL import Image, ImageColor, ImageDraw, ImageFont
+from PIL import Image, ImageColor, ImageDraw, ImageFont, ImageOps
 
 from .api import CinemlError
 
@@ -161,8 +161,10 @@ def flatten(image: Image.Image) -> Image.Image:
             peak = 65535 if image.mode.startswith("I;16") or array.max() > 255 else 255
             return Image.fromarray((array * 255 // peak).astype(np.uint8))
         return image.convert("L")
-    if image.mode in ("LA", "PA") or (image.mode == "P" and "transparency" not in image.info
-                                      and _palette_is_grey(image)):
+    if image.mode == "LA":  # like RGBA: transparent is black
+        black = Image.new("L", image.size, 0)
+        return Image.composite(image.getchannel("L"), black, image.getchannel("A"))
+    if image.mode == "P" and "transparency" not in image.info and _palette_is_grey(image):
         return image.convert("L")
     if "A" in image.mode or "transparency" in image.info:
         rgba = image.convert("RGBA")
@@ -193,12 +195,20 @@ def metadata(path: str | Path, index: int = 0) -> dict[str, Any]:
         kimg = int(number) if number.is_integer() else number
     return {"path": str(path), "index": index, "kimg": kimg,
             "seed": int(seed_match.group(1)) if seed_match else None,
-            "time": _frame_times(str(path.parent)).get(path.name)}
+            "time": _frame_times(str(path.parent), _mtime(path.parent / "index.json")).get(path.name)}
+
+
+def _mtime(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0
 
 
 @functools.lru_cache(maxsize=16)
-def _frame_times(folder: str) -> dict[str, float]:
-    """``file name -> seconds`` from ``folder/index.json`` (empty when there is none).
+def _frame_times(folder: str, mtime: int = 0) -> dict[str, float]:
+    """``file name -> seconds`` from ``folder/index.json`` (empty when there is none); ``mtime`` is part
+    of the cache key, so a re-extracted folder is read again.
 
     Accepts the shapes an extractor is likely to write: ``{"frames": [{"file", "time"}...]}``,
     a list of such entries, ``{"000001.jpg": 0.0, ...}`` or a plain list of times in file order.
@@ -253,7 +263,8 @@ def load_image(path: str | Path, index: int = 0) -> Image.Image:
     try:
         with Image.open(path) as opened:
             opened.load()
-            image = flatten(opened)
+            upright = ImageOps.exif_transpose(opened)  # a phone photo tagged "rotate 90" stands up
+            image = flatten(upright)
             if image is opened:
                 image = opened.copy()
     except FileNotFoundError as error:
@@ -295,10 +306,11 @@ def label_text(image: Image.Image, kind: str) -> str:
 
 def timecode(seconds: float) -> str:
     """``83.4`` -> ``"01:23.40"`` (hours appear only when needed)."""
-    hours, rest = divmod(max(0.0, float(seconds)), 3600)
-    minutes, secs = divmod(rest, 60)
-    text = f"{int(minutes):02d}:{secs:05.2f}"
-    return f"{int(hours)}:{text}" if hours else text
+    hundredths = round(max(0.0, float(seconds)) * 100)  # round first: 59.996 s is 01:00.00, not 00:60.00
+    hours, rest = divmod(hundredths, 360000)
+    minutes, rest = divmod(rest, 6000)
+    text = f"{minutes:02d}:{rest // 100:02d}.{rest % 100:02d}"
+    return f"{hours}:{text}" if hours else text
 
 
 def grid_shape(count: int, columns: int = 0, rows: int = 0) -> tuple[int, int]:
@@ -312,6 +324,18 @@ def grid_shape(count: int, columns: int = 0, rows: int = 0) -> tuple[int, int]:
         return math.ceil(count / rows), rows
     columns = math.ceil(math.sqrt(count))
     return columns, math.ceil(count / columns)
+
+
+#: The largest picture a layout draws (pixels): 500 MP is 1.5 GB of RGB, and a 70 x 70 cm print at 800 dpi.
+MAX_PICTURE_PIXELS = 500_000_000
+
+
+def check_canvas(size: tuple[int, int], what: str, hint: str) -> None:
+    """Refuse, before allocating, a picture too large to draw (a 100 x 100 grid of 1024² tiles is 100k²)."""
+    width, height = size
+    if width * height > MAX_PICTURE_PIXELS:
+        raise CinemlError(f"The {what} would be {width} x {height} pixels ({width * height / 1e6:,.0f} MP), more than "
+                          f"the {MAX_PICTURE_PIXELS / 1e6:,.0f} MP CineML draws. {hint}")
 
 
 def common_mode(images: Sequence[Image.Image]) -> str:

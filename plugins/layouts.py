@@ -16,8 +16,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 import cineml
-from cineml import (CinemlError, Option, atomic_path, color_problem, common_mode, draw_text, fit, grid_shape,
-                    hookimpl, label_text, load_images, noise, parse_color)
+from cineml import (CinemlError, Option, atomic_path, check_canvas, color_problem, common_mode, draw_text, fit,
+                    grid_shape, hookimpl, label_text, load_images, noise, parse_color)
 
 LABELS = ("none", "index", "kimg", "seed", "time")
 
@@ -83,8 +83,9 @@ def draw_grid(images: Sequence[Image.Image], columns: int, rows: int, tile: tupl
     tw, th = tile
     mode = common_mode(images)
     color = parse_color(background)
-    sheet = Image.new("RGB", (columns * tw + (columns - 1) * gutter + 2 * margin,
-                              rows * th + (rows - 1) * gutter + 2 * margin), color)
+    size = (columns * tw + (columns - 1) * gutter + 2 * margin, rows * th + (rows - 1) * gutter + 2 * margin)
+    check_canvas(size, f"grid of {columns} x {rows} tiles", "Set tile_width smaller, or fewer columns and rows.")
+    sheet = Image.new("RGB", size, color)
     sheet = sheet.convert(mode) if mode == "L" else sheet
     size = label_size or max(9, th // 12)
     for k, image in enumerate(images[:columns * rows]):
@@ -254,6 +255,8 @@ def _blank_strip(frames: int, frame_w: int, frame_h: int, perforations: int, lin
                  base: tuple[int, int, int], background: tuple[int, int, int], seed: int) -> Image.Image:
     """Unexposed film with grain and perforations, cached: only the frames change per call."""
     geo = FilmGeometry((frame_w, frame_h), perforations, line)
+    check_canvas((frames * geo.pitch, geo.film), f"film strip of {frames} frames",
+                 "Set frame_width smaller, or fewer frames_per_strip.")
     grain = noise((frames * geo.pitch, geo.film), seed=seed, scale=1.5, octaves=2)
     shade = (np.asarray(base, np.float32)[None, None, :] * (0.92 + 0.16 * grain[..., None])
              + 3.0 * (grain[..., None] - 0.5))
@@ -317,6 +320,8 @@ def filmstrip(images: list[Image.Image], orientation: str = "horizontal", frames
         strips.append(strip.transpose(Image.Transpose.ROTATE_270) if vertical else strip)
 
     sw, sh = strips[0].size
+    check_canvas((2 * pad + sw, 2 * pad + count * sh + (count - 1) * gap), f"contact sheet of {count} strips",
+                 "Set frame_width smaller, or give fewer images (count).")
     if vertical:
         sheet = Image.new("RGB", (2 * pad + count * sw + (count - 1) * gap, 2 * pad + sh), back_c)
         for s, strip in enumerate(strips):
@@ -337,8 +342,10 @@ def _is_grey(*colors: tuple[int, ...]) -> bool:
 WINDOW_OPTIONS = [
     Option("floors", int, 0, "Floors of windows; 0 works it out (near-square facade).", min=0),
     Option("bays", int, 0, "Windows per floor; 0 works it out.", min=0),
-    Option("window_width", int, 0, "Glass width in pixels; 0 uses the first image's width.", min=0),
-    Option("window_height", int, 0, "Glass height in pixels; 0 keeps the first image's aspect.", min=0),
+    Option("window_width", int, 0, "Glass width in pixels (8 or more); 0 uses the first image's width.", min=0,
+           check=lambda v: None if v == 0 or v >= 8 else "a window needs at least 8 pixels (or 0: automatic)"),
+    Option("window_height", int, 0, "Glass height in pixels (8 or more); 0 keeps the first image's aspect.", min=0,
+           check=lambda v: None if v == 0 or v >= 8 else "a window needs at least 8 pixels (or 0: automatic)"),
     Option("time", str, "night", "night: lit windows glow on a dark wall; day: glass reflects the sky.",
            choices=("night", "day")),
     Option("material", str, "concrete", "Facade: weathered concrete panels or brick.",
@@ -381,6 +388,8 @@ class Facade:
         self.side, self.top, self.bottom = round(pw * 0.6), self.sky + round(ph * 0.7), round(ph * 0.7)
         self.size = (2 * self.side + bays * ww + (bays - 1) * self.bay_gap,
                      self.top + floors * wh + (floors - 1) * self.floor_gap + self.bottom)
+        check_canvas(self.size, f"facade of {floors} x {bays} windows", "Set window_width smaller, or fewer floors "
+                     "and bays.")
         self.windows = [(self.side + b * (ww + self.bay_gap), self.top + f * (wh + self.floor_gap), ww, wh)
                         for f in range(floors) for b in range(bays)]
         self.panes = [(x + self.casing, y + self.casing) for x, y, _, _ in self.windows]
@@ -712,13 +721,23 @@ class LayoutComposer(cineml.Composer):
                               f"(known: {known}). Check `use` in project.toml or install its plugin.")
         layout = ctx.layouts[name]
         declared = {o.name for o in layout.options}
-        picture = layout(load_images(images), **{k: v for k, v in options.items() if k in declared})
-        save_picture(picture, ctx.output)
+        values = {k: v for k, v in options.items() if k in declared}
+        capacity = layout.tiles(values)
+        if capacity and len(images) > capacity:  # load only what the picture shows, spread over the input
+            ctx.warn(f"Compose step {ctx.where or ctx.stage}: {len(images)} images for a {name} of {capacity}; "
+                     f"showing {capacity} evenly spaced (set count = {capacity} to choose them yourself).")
+            images = [images[round(i * (len(images) - 1) / max(capacity - 1, 1))] for i in range(capacity)]
+        save_picture(layout(load_images(images), **values), ctx.output)
 
 
 def save_picture(picture: Image.Image, path: Path) -> None:
     """Save atomically in the format the suffix names (high-quality JPEG/WebP, fast PNG)."""
     suffix = path.suffix.lower()
+    limit = {".jpg": 65500, ".jpeg": 65500, ".webp": 16383}.get(suffix)
+    if limit and max(picture.size) > limit:
+        raise CinemlError(f"{path.name}: the picture is {picture.width} x {picture.height} pixels, more than "
+                          f"{suffix[1:].upper()} allows ({limit} per side). Write .png, or make the tiles smaller "
+                          "(tile_width, frame_width or window_width).")
     with atomic_path(path) as tmp:
         if suffix in (".jpg", ".jpeg"):
             picture.convert("L" if picture.mode == "L" else "RGB").save(tmp, "JPEG", quality=95, subsampling=0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from PIL import Image
 
 import cineml
 from cineml import CinemlError
-from cineml.imaging import (even_size, fit, label_text, load_images, metadata, parse_color)
+from cineml.imaging import (even_size, fit, label_text, load_images, metadata, parse_color, timecode)
 from cineml.testing import make_context
 from cineml_plugins import layouts as L
 
@@ -89,6 +90,32 @@ def test_load_images_names_the_broken_file(tmp_path):
     bad.write_bytes(b"not a png")
     with pytest.raises(CinemlError, match="seed0001.png"):
         load_images([bad])
+
+
+def test_images_load_upright_and_transparent_is_black(tmp_path):
+    phone = Image.new("RGB", (40, 20), (200, 10, 10))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 to display
+    phone.save(tmp_path / "phone.jpg", exif=exif)
+    grey = Image.new("LA", (4, 4), (255, 0))  # fully transparent white
+    grey.save(tmp_path / "la.png")
+    upright, la = load_images([tmp_path / "phone.jpg", tmp_path / "la.png"])
+    assert upright.size == (20, 40)
+    assert la.mode == "L" and la.getpixel((1, 1)) == 0
+
+
+def test_frame_times_follow_a_rewritten_index(tmp_path):
+    (tmp_path / "000001.png").write_bytes(b"")
+    (tmp_path / "index.json").write_text(json.dumps({"frames": [{"file": "000001.png", "time": 1.0}]}))
+    assert metadata(tmp_path / "000001.png")["time"] == 1.0
+    (tmp_path / "index.json").write_text(json.dumps({"frames": [{"file": "000001.png", "time": 9.5}]}))
+    os.utime(tmp_path / "index.json", ns=(1, 10**18))
+    assert metadata(tmp_path / "000001.png")["time"] == 9.5
+
+
+def test_timecodes_never_show_sixty_seconds():
+    assert [timecode(t) for t in (83.4, 59.996, 119.999, 3600.0)] == ["01:23.40", "01:00.00", "02:00.00",
+                                                                        "1:00:00.00"]
 
 
 def test_function_defaults_match_declared_options():
@@ -297,3 +324,33 @@ def test_registration_hooks():
     assert [x.name for x in layouts] == ["grid", "fakes-grid", "filmstrip", "windows"]
     assert all(isinstance(x, cineml.Layout) for x in layouts)
     assert composers[0].name == "layout"
+
+
+def test_pictures_too_large_to_draw_or_save_are_refused_up_front(tmp_path):
+    from cineml_plugins.layouts import save_picture
+
+    tiles = [Image.new("L", (8, 8), 128)] * 4
+    with pytest.raises(CinemlError, match=r"grid of 100 x 100 tiles would be .* pixels .* Set tile_width smaller"):
+        L.grid(tiles, columns=100, rows=100, tile_width=1024)
+    with pytest.raises(CinemlError, match="facade of 40 x 40 windows"):
+        L.windows(tiles, floors=40, bays=40, window_width=1024)
+    with pytest.raises(CinemlError, match=r"wide\.webp: the picture is 16400 x 8 pixels, more than WEBP allows"):
+        save_picture(Image.new("L", (16400, 8)), tmp_path / "wide.webp")
+    assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def test_a_layout_composer_loads_only_what_the_picture_shows(tmp_path):
+    paths = []
+    for k in range(10):
+        paths.append(tmp_path / f"s{k:02d}.png")
+        Image.new("L", (8, 8), 20 * k).save(paths[-1])
+    composer = L.LayoutComposer()
+    ctx = make_context(tmp_path, composer, options={"layout": "grid", "columns": 3, "rows": 1, "gutter": 0,
+                                                    "margin": 0}, output=tmp_path / "out" / "g.png")
+    ctx.layouts = {"grid": L.grid}
+    warnings = []
+    ctx.warn = warnings.append
+    composer.compose(ctx, paths)
+    picture = np.asarray(Image.open(ctx.output))
+    assert [int(picture[4, 8 * k + 4]) for k in range(3)] == [0, 80, 180]  # first, middle (round(4.5)), last
+    assert "10 images for a grid of 3; showing 3 evenly spaced" in warnings[0]
