@@ -7,6 +7,7 @@ that needs them) so that plugins can add commands through ``register_commands``.
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import traceback
 from pathlib import Path
@@ -64,8 +65,10 @@ def _describe(exc: BaseException) -> str:
     if not isinstance(exc, OSError) or isinstance(exc, CinemlError):
         return escape(str(exc))
     where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f)
-    cause = exc.strerror or str(exc)
-    return escape(f"{where}: {cause}." if where else f"{cause}.") + (
+    cause = exc.strerror or str(exc) or type(exc).__name__
+    if not where:  # a network or pipe error, not a file: no folder advice
+        return escape(f"{cause}.") + " Run again with --verbose for details."
+    return escape(f"{where}: {cause}.") + (
         " Check that the folder exists, is writable and has free space; run again with --verbose for details.")
 
 
@@ -133,7 +136,7 @@ def new(name: str, folder: str) -> None:
     from .scaffold import write_project
 
     path = write_project(Path(folder) / name, name)
-    click.echo(f"Created {path}. Run it with: cineml run {path}")
+    click.echo(f"Created {path}. Run it with: cineml run {shlex.quote(str(path))}")
 
 
 def _option_rows(options: tuple[Option, ...] | list[Option]) -> list[dict[str, Any]]:

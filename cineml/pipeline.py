@@ -9,8 +9,10 @@ work) and the engine moves the output into place only when the stage returns.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import glob as _glob
+from glob import escape as glob_escape
 import hashlib
 import json
 import os
@@ -20,7 +22,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from . import __version__
 from .api import CinemlError, StageContext, atomic_path
@@ -127,7 +129,11 @@ class Pipeline:
     def load_state(self) -> dict[str, Any]:
         try:
             return json.loads(self.state_file.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:  # written atomically, so only a disk fault gets here
+            self.warn(f"{self.state_file} is unreadable ({exc}): every stage counts as never run. Outputs already "
+                      "in place are kept until their stage finishes again.")
             return {}
 
     def _save_state(self, state: dict[str, Any]) -> None:
@@ -266,6 +272,10 @@ class Pipeline:
         """Run the planned stages in order; write ``run.json``; return the run record."""
         if worker_rank() > 0:
             return self._run_as_worker(planned)
+        with _exclusive(self.state_dir / "lock", self.project.root):
+            return self._run(planned)
+
+    def _run(self, planned: list[PlannedStage]) -> dict[str, Any]:
         project = self.project
         record: dict[str, Any] = {
             "cineml": __version__, "python": platform.python_version(), "platform": platform.platform(),
@@ -344,7 +354,7 @@ class Pipeline:
             if not out.exists():
                 raise CinemlError(f"Stage {step.stage} ({step.impl.name}, plugin {step.impl.plugin!r}) finished "
                                   f"without writing its output {out.name}. This is a bug in that plugin.")
-            _move_into_place(out, p.output, self.state_dir)
+            _move_into_place(out, p.output)
         except BaseException as exc:
             self._notify("stage_failed", project=project, stage=step.stage, error=exc)
             raise
@@ -384,12 +394,50 @@ class Pipeline:
                 tmp.write_text(json.dumps(record, indent=1, default=str))
 
 
-def _move_into_place(out: Path, final: Path, state_dir: Path) -> None:
-    """Replace ``final`` with ``out`` so that readers see the old or the new output, never a mix."""
+@contextlib.contextmanager
+def _exclusive(lock: Path, root: Path) -> Iterator[None]:
+    """One ``cineml run`` per project at a time: two would share staging folders and state."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; run one at a time by hand
+        yield
+        return
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            who = f.read().strip() or "another process"
+            raise CinemlError(f"Another cineml run is working on {root} ({who}). Wait for it to finish, or stop it "
+                              "(Ctrl-C; it resumes later) before starting this one.") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} since {_dt.datetime.now().isoformat(timespec='seconds')}")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _move_into_place(out: Path, final: Path) -> None:
+    """Replace ``final`` with ``out`` so that readers see the old or the new output, never a mix.
+
+    A symlinked output (``frames -> /mnt/big/frames``) keeps its link: what it points to is replaced.
+    Everything is renamed beside ``final`` (same disk), so the swap itself never copies.
+    """
+    if final.is_symlink():
+        final = final.resolve()
     final.parent.mkdir(parents=True, exist_ok=True)
+    for old in final.parent.glob(f".{glob_escape(final.name)}.cineml-*"):  # left by a kill mid-swap
+        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
+    if out.stat().st_dev != final.parent.stat().st_dev:  # another disk: bring it over first, then swap
+        incoming = final.parent / f".{final.name}.cineml-incoming"
+        shutil.move(str(out), str(incoming))
+        out = incoming
     if out.is_dir() and final.exists():
-        trash = state_dir / "trash" / f"{final.name}-{time.time_ns()}"
-        trash.parent.mkdir(parents=True, exist_ok=True)
+        trash = final.parent / f".{final.name}.cineml-old-{time.time_ns()}"
         os.replace(final, trash)
         os.replace(out, final)
         shutil.rmtree(trash, ignore_errors=True)

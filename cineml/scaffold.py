@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 from .api import CinemlError, atomic_path
@@ -68,9 +69,13 @@ output = "windows.png"
 
 def write_project(folder: Path, name: str) -> Path:
     """Write ``folder/project.toml``; refuse to overwrite an existing one."""
+    bad = sorted({c for c in name if c in '/\\"' or ord(c) < 32})
+    if not name.strip() or bad:
+        raise CinemlError(f"Project name {name!r}: use a plain name such as \"the-perfect-human\" or \"Det perfekte "
+                          f"menneske\" (no {' '.join(bad) if bad else 'empty name'}; it becomes a folder and a file name).")
     path = folder / "project.toml"
     if path.exists():
         raise CinemlError(f"{path} already exists; choose another name or edit that project.")
     with atomic_path(path) as tmp:
-        tmp.write_text(TEMPLATE.format(name=name, path=path))
+        tmp.write_text(TEMPLATE.format(name=name, path=shlex.quote(str(path))))
     return path

@@ -80,3 +80,22 @@ def test_layouts_lists_project_local_layout(toy_project, cineml_cli):
     assert code == 0, out
     stack = next(r for r in json.loads(out) if r["name"] == "stack")
     assert stack["plugin"] == "toy_plugins.py" and stack["options"][0]["name"] == "gap"
+
+
+def test_new_with_a_spaced_name_runs_and_odd_names_are_refused(tmp_path, cineml_cli):
+    import tomllib
+
+    code, out = cineml_cli("new", "Det perfekte menneske", "--dir", tmp_path)
+    assert code == 0 and "cineml run '" in out, out
+    manifest = tmp_path / "Det perfekte menneske" / "project.toml"
+    assert tomllib.loads(manifest.read_text())["project"]["name"] == "Det perfekte menneske"
+    for name in ('Leth "1967"', "a/b", "C:\\films"):
+        code, out = cineml_cli("new", name, "--dir", tmp_path)
+        assert code == 1 and "use a plain name" in out, (name, out)
+
+
+def test_network_errors_get_no_folder_advice():
+    from cineml.cli import _describe
+
+    assert _describe(ConnectionError("webhook down")) == "webhook down. Run again with --verbose for details."
+    assert "Check that the folder exists" in _describe(PermissionError(13, "Permission denied", "/art/x.png"))

@@ -284,3 +284,43 @@ def test_a_failing_observer_plugin_does_not_stop_the_run(toy_project):
     assert any("'observer.py' failed in its stage_finished hook (ConnectionError: webhook down)" in w
                for w in warnings), warnings
     assert any("snapshot_written" in w for w in warnings)
+
+
+def test_a_second_run_on_the_same_project_is_refused_while_one_works(toy_project):
+    import fcntl
+
+    import pytest
+
+    from cineml import CinemlError
+
+    lock = toy_project.parent / ".cineml/lock"
+    lock.parent.mkdir()
+    with open(lock, "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        held.write("pid 4242 since 2026-11-25T10:00:00")
+        held.flush()
+        with pytest.raises(CinemlError, match=r"Another cineml run is working on .*\(pid 4242"):
+            run(toy_project)
+    assert run(toy_project)["train"][0]  # free again
+
+
+def test_a_symlinked_output_folder_keeps_its_link(toy_project, tmp_path):
+    big = tmp_path / "big-disk" / "frames"
+    big.mkdir(parents=True)
+    (toy_project.parent / "frames").symlink_to(big)
+    run(toy_project)
+    frames = toy_project.parent / "frames"
+    assert frames.is_symlink() and len(list(big.glob("*.txt"))) == 5
+    run(toy_project, "extract.every=2")  # replaced again: through the link, nothing left beside it
+    assert frames.is_symlink() and len(list(big.glob("*.txt"))) == 3
+    assert [p.name for p in big.parent.iterdir()] == ["frames"]
+
+
+def test_an_unreadable_state_file_is_reported(toy_project):
+    run(toy_project)
+    (toy_project.parent / ".cineml/state.json").write_text("{ torn")
+    reg = load_registry()
+    warnings = []
+    plan = Pipeline(load_project(toy_project, reg), reg, warn=warnings.append).plan()
+    assert all(p.reason == "never ran" for p in plan)
+    assert "state.json is unreadable" in warnings[0]
