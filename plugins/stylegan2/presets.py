@@ -29,6 +29,8 @@ _SPECS: dict[str, dict[str, Any]] = {
                       channel_max=512, map_layers=8, lr=0.002, gamma=10.0, ema_kimg=10.0, ema_rampup=None),
     "paper256": dict(kimg=25000, snapshot_kimg=200, batch=64, mbstd_group=8, channel_base=16384,
                      channel_max=512, map_layers=8, lr=0.0025, gamma=1.0, ema_kimg=20.0, ema_rampup=None),
+    # snapshot_kimg 50, not the reference's 200: artists animate the fakes grids, so more snapshots
+    # make a smoother film of the training (docs/training.md, "Presets").
     "auto": dict(kimg=25000, snapshot_kimg=50, batch=None, mbstd_group=None, channel_base=None,
                  channel_max=512, map_layers=2, lr=None, gamma=None, ema_kimg=None, ema_rampup=0.05),
     # Small enough that a 32x32 run shows shapes within minutes on two CPU cores.

@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import re
 import resource
 import time
@@ -101,6 +102,20 @@ def save_png(image: Image.Image, path: Path) -> None:
         image.save(tmp, format="PNG")
 
 
+def append_line(path: Path, line: str) -> None:
+    """Append ``line`` + newline in one write, then fsync, so a kill leaves at most a cut-off last line
+    (which ``_trim_stats`` drops when the run continues), never a line merged into the next one."""
+    data = (line + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        done = os.write(fd, data)
+        while done < len(data):  # a short write (full disk, signal): finish the line
+            done += os.write(fd, data[done:])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2 ** 20
@@ -146,7 +161,11 @@ class TrainingLoop:
         self.loss = StyleGAN2Loss(self.G, self.D, s.gamma, s.style_mixing, s.pl_weight, s.pl_decay,
                                   s.pl_batch_shrink, augment=self.augment)
         if s.compile:
-            self.loss.G_main = types.SimpleNamespace(mapping=self.G.mapping, synthesis=torch.compile(self.G.synthesis))
+            synthesis = torch.compile(self.G.synthesis)
+            # ws are a broadcast view without style mixing and a new tensor with it: give the compiled
+            # graph one memory layout, or it recompiles whenever the coin first falls the other way.
+            self.loss.G_main = types.SimpleNamespace(
+                mapping=self.G.mapping, synthesis=lambda ws, **kw: synthesis(ws.contiguous(), **kw))
             self.loss.D_main = torch.compile(self.D)
         self.G_opt = self._adam(self.G, s.g_reg_interval)
         self.D_opt = self._adam(self.D, s.d_reg_interval)
@@ -387,7 +406,8 @@ def _check_compatible(settings: Settings, saved: dict[str, Any], path: Path, war
 
 
 def _trim_stats(path: Path, nimg: int) -> None:
-    """Drop stats lines past the checkpoint we resume from (and any line cut short by a kill)."""
+    """Drop stats lines past the checkpoint we resume from, and a line cut short by a kill (every record
+    is a JSON object, so no cut-off part of one parses)."""
     if not path.exists():
         return
     keep = []
@@ -569,8 +589,6 @@ def _train(ctx: StageContext, sync: Sync, device: torch.device) -> TrainingLoop:
         if main:
             _check_compatible(settings, state["settings"], plan["path"], ctx.warn)
         loop.restore(tensors, state)
-        if main:
-            _trim_stats(out / STATS_NAME, loop.nimg)
         log(f"Resuming training from {plan['path'].name} at {loop.nimg / 1000:g} kimg.")
     elif plan["kind"] == "transfer":
         if not any(k.startswith("G.") for k in tensors):  # imported files may hold only the EMA generator
@@ -583,6 +601,8 @@ def _train(ctx: StageContext, sync: Sync, device: torch.device) -> TrainingLoop:
         loop.load_networks(tensors, nets, where=str(opts["resume"]))
         log(f"Transfer learning from {opts['resume']} (kimg restarts at 0).")
     fresh = plan["kind"] != "resume"
+    if main:  # lines past the checkpoint we continue from (all of them when starting afresh) are stale
+        _trim_stats(out / STATS_NAME, -1 if fresh else loop.nimg)
     del plan, tensors
     loop.broadcast_networks()
     if info.world > 1:
@@ -687,8 +707,7 @@ def _snapshot(ctx: StageContext, loop: TrainingLoop, out: Path, nominal: int, gr
                    "memory_mb": round(memory_mb(loop.device), 1), "time": time.time()})
     if loop.world > 1:
         record["gpus"] = loop.world
-    with open(out / STATS_NAME, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    append_line(out / STATS_NAME, json.dumps(record))
     path = out / ckpt.checkpoint_name(nominal)
     tensors = loop.checkpoint_tensors(rng)
     ckpt.save_checkpoint(path, tensors, loop.checkpoint_state())
