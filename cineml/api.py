@@ -38,6 +38,11 @@ class Option:
     of them; ``float`` also accepts integers. ``path=True`` resolves a string against the project
     folder (``must_exist`` then checks it is there). ``check`` may return an error message for a
     value that has the right type but is still wrong (e.g. "not a power of two").
+
+    ``continues=True`` marks an option whose change carries on the stage's earlier work instead of
+    starting over (a trainer's ``kimg``: raise it and training goes on from its last checkpoint). The
+    stage still re-runs, in the same staging folder, which the engine first fills with the previous
+    output (hard links, so gigabytes of checkpoints cost nothing) when that is all that changed.
     """
 
     name: str
@@ -50,6 +55,7 @@ class Option:
     path: bool = False
     must_exist: bool = False
     check: Callable[[Any], str | None] | None = None
+    continues: bool = False
 
     @property
     def required(self) -> bool:

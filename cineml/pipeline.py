@@ -51,6 +51,7 @@ class PlannedStage:
     run: bool
     reason: str
     output: Path
+    work_key: str = ""  # the fingerprint without ``continues`` options: names the staging folder
 
 
 def stage_group(stage: str) -> str:
@@ -168,6 +169,11 @@ class Pipeline:
             images = [images[round(i * (n - 1) / max(o["count"] - 1, 1))] for i in range(o["count"])]
         return images
 
+    def _work_key(self, step: Step, material: dict[str, Any]) -> str:
+        """The fingerprint without the options that continue earlier work (``Option(continues=True)``)."""
+        keep = {o.name for o in step.impl.options if o.continues}
+        return _digest({**material, "options": {k: v for k, v in material["options"].items() if k not in keep}})
+
     def _files_digest(self, step: Step) -> str:
         """What a compose step's glob input matches now: names, sizes and mtimes."""
         root = self.project.root
@@ -263,7 +269,10 @@ class Pipeline:
                 reason, run = "up to date", False
             if run:
                 changed.add(step.stage)
-            planned.append(PlannedStage(step, fp, material, run, reason, output))
+            work_key = self._work_key(step, material)
+            if run and previous is not None and previous.get("work_key") == work_key and reason.startswith("changed:"):
+                reason += " (continuing from the previous output)"
+            planned.append(PlannedStage(step, fp, material, run, reason, output, work_key))
         return planned
 
     # --- running ---------------------------------------------------------------------------------
@@ -321,7 +330,7 @@ class Pipeline:
 
     def _staging(self, p: PlannedStage) -> Path:
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", p.step.stage)
-        return self.state_dir / "staging" / f"{safe}-{p.fingerprint[:16]}"
+        return self.state_dir / "staging" / f"{safe}-{(p.work_key or p.fingerprint)[:16]}"
 
     def _context(self, p: PlannedStage, staging: Path) -> StageContext:
         step, project = p.step, self.project
@@ -343,6 +352,10 @@ class Pipeline:
             p.material["inputs"]["files"] = self._files_digest(step)
             p.fingerprint = _digest(p.material)
         staging = self._staging(p)
+        previous = self.load_state().get(step.stage, {})
+        if (not staging.exists() and p.output.is_dir() and p.work_key and previous.get("work_key") == p.work_key):
+            self.log(f"{step.stage}: continuing from {p.output.name}/ (only options that carry on earlier work changed)")
+            _link_copy(p.output, staging)
         staging.mkdir(parents=True, exist_ok=True)
         ctx = self._context(p, staging)
         out = ctx.output
@@ -360,7 +373,8 @@ class Pipeline:
             raise
         seconds = time.perf_counter() - started
         state = self.load_state()
-        state[step.stage] = {"fingerprint": p.fingerprint, "material": p.material, "seconds": round(seconds, 3),
+        state[step.stage] = {"fingerprint": p.fingerprint, "work_key": p.work_key, "material": p.material,
+                             "seconds": round(seconds, 3),
                              "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
         self._save_state(state)
         for stale in (self.state_dir / "staging").glob(f"{staging.name.rsplit('-', 1)[0]}-*"):
@@ -392,6 +406,26 @@ class Pipeline:
         for path in (self.project.root / "run.json", self.state_dir / "runs" / f"{stamp}.json"):
             with atomic_path(path) as tmp:
                 tmp.write_text(json.dumps(record, indent=1, default=str))
+
+
+def _link_copy(src: Path, dst: Path, small: int = 1 << 20) -> None:
+    """Copy a folder, hard-linking files over ``small`` bytes (checkpoints, caches: written once by
+    rename, never changed in place) and copying the rest (logs that grow by appending). Built under a
+    temporary name, so an interruption never leaves a half-copied folder that looks like work."""
+    tmp = dst.with_name(dst.name + ".copying")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+    def copy(a: str, b: str) -> None:
+        if os.path.getsize(a) > small:
+            try:
+                os.link(a, b)
+                return
+            except OSError:  # another disk, or no hard links there
+                pass
+        shutil.copy2(a, b)
+
+    shutil.copytree(src, tmp, copy_function=copy, symlinks=True)
+    os.replace(tmp, dst)
 
 
 @contextlib.contextmanager

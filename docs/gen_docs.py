@@ -46,7 +46,8 @@ def _option_table(options) -> list[str]:
     rows = ["| option | type | default | what it does |", "| --- | --- | --- | --- |"]
     for o in options:
         default = "**required**" if o.required else f"`{o.default!r}`"
-        rows.append(f"| `{o.name}` | {o.describe_type()} | {default} | {o.help} |")
+        note = " Changing it continues earlier work." if o.continues else ""
+        rows.append(f"| `{o.name}` | {o.describe_type()} | {default} | {o.help}{note} |")
     return rows
 
 

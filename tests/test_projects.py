@@ -122,3 +122,24 @@ def test_torchrun_runs_a_whole_project_in_one_command(tmp_path):
     assert set(state) == {"source", "extract", "train"}
     assert not list((tmp_path / ".cineml/staging").iterdir())
     assert json.loads((tmp_path / "run.json").read_text())["status"] == "finished"
+
+
+def test_raising_kimg_continues_training_instead_of_starting_over(tmp_path, cineml_cli):
+    """The most common thing an artist does with a trained network: train it longer."""
+    code, out = cineml_cli("new", "longer", "--dir", tmp_path)
+    manifest = tmp_path / "longer" / "project.toml"
+    short = ["-S", "source.seconds=2", "-S", "train.snapshot_kimg=0.01", "--to", "train"]
+    code, out = cineml_cli("-q", "run", manifest, "-S", "train.kimg=0.02", *short)
+    assert code == 0, out
+    train = tmp_path / "longer" / "train"
+    first = (train / "fakes000000_010.png").read_bytes()
+    code, out = cineml_cli("run", manifest, "-S", "train.kimg=0.04", *short)
+    assert code == 0, out
+    assert "changed: kimg: 0.02 -> 0.04 (continuing from the previous output)" in out
+    assert "Resuming training from network-snapshot-000000_020.safetensors" in out
+    assert (train / "fakes000000_010.png").read_bytes() == first  # not trained again
+    stats = [json.loads(line)["kimg"] for line in (train / "stats.jsonl").read_text().splitlines()]
+    assert stats == [0.01, 0.02, 0.03, 0.04]
+    # A setting that shapes the training (not one that continues it) starts over, as before.
+    code, out = cineml_cli("run", manifest, "-S", "train.kimg=0.04", "-S", "train.mirror=true", *short)
+    assert code == 0 and "continuing" not in out and "Resuming" not in out, out

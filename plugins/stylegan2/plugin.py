@@ -36,12 +36,12 @@ class StyleGAN2Trainer(Trainer):
         Option("config", str, "auto", choices=CONFIGS,
                help="Preset: 'auto' (scales batch, gamma and EMA with resolution, StyleGAN2-ADA defaults), "
                     "'stylegan2' (paper config F), 'paper256', or 'tiny' (small network for CPU demos and tests)."),
-        Option("kimg", float, None, min=0.001,
+        Option("kimg", float, None, continues=True, min=0.001,
                help=f"Length of training in thousands of real images shown (fractions allowed) {_PRESET}."),
-        Option("snapshot_kimg", float, None, min=0.001,
+        Option("snapshot_kimg", float, None, continues=True, min=0.001,
                help=f"Write a fakes grid and a checkpoint every this many kimg (fractions allowed) {_PRESET}."),
         Option("batch", int, None, min=1, help=f"Images per training step {_PRESET}."),
-        Option("batch_gpu", int, None, min=1,
+        Option("batch_gpu", int, None, continues=True, min=1,
                help="Images per forward pass; smaller than batch accumulates gradients to save memory "
                     "(default: the whole batch)."),
         Option("gamma", float, None, min=0, help=f"R1 regularisation weight {_PRESET}."),
@@ -56,14 +56,14 @@ class StyleGAN2Trainer(Trainer):
         Option("mbstd_group", int, None, min=1, help=f"Minibatch-stddev group size {_PRESET}."),
         Option("style_mixing", float, 0.9, min=0, max=1, help="Probability of style mixing per batch."),
         Option("pl_weight", float, 2.0, min=0, help="Path-length regularisation weight (0 turns it off)."),
-        Option("keep", int, 3, min=0, help="Checkpoints to keep (older ones are deleted; 0 keeps all)."),
-        Option("device", str, "auto", choices=("auto", "cpu", "cuda"),
+        Option("keep", int, 3, continues=True, min=0, help="Checkpoints to keep (older ones are deleted; 0 keeps all)."),
+        Option("device", str, "auto", continues=True, choices=("auto", "cpu", "cuda"),
                help="Where to train: 'auto' picks a CUDA GPU when PyTorch sees one, else the CPU."),
         Option("resume", str, None, path=True, must_exist=True,
                help="Start from another network for transfer learning: a training folder (its newest checkpoint), "
                     "a .safetensors checkpoint, a StyleGAN2-ADA .pkl or a rosinality .pt (both read safely, never "
                     "unpickled); kimg counting restarts."),
-        Option("grid", list, None, check=_positive_pair,
+        Option("grid", list, None, continues=True, check=_positive_pair,
                help="Fakes grid size [columns, rows] (default: like StyleGAN2, at most 16 x 9 below 128 px)."),
         Option("augment", str, "ada", choices=("ada", "fixed", "none"),
                help="Discriminator augmentation (flips, rotations, scaling, colour...) against overfitting on few "
@@ -78,20 +78,20 @@ class StyleGAN2Trainer(Trainer):
         Option("precision", str, "auto", choices=("auto", "fp32", "bf16"),
                help="'bf16' runs the 4 highest-resolution layers of G and D in bfloat16 (faster on recent "
                     "GPUs); 'auto' uses bf16 on a CUDA GPU that supports it and fp32 otherwise."),
-        Option("compile", bool, False,
+        Option("compile", bool, False, continues=True,
                help="Compile G and D with torch.compile for the main training phases (GPU speed-up after a "
                     "slow first step)."),
-        Option("gpus", int, 1, min=1,
+        Option("gpus", int, 1, continues=True, min=1,
                help="Train on this many GPUs of this machine, splitting the batch (started by cineml itself; "
                     "under torchrun the launch decides). With device = 'cpu' it starts CPU processes instead, "
                     "which is only useful for testing."),
-        Option("metrics", list, [], check=_metric_names,
+        Option("metrics", list, [], continues=True, check=_metric_names,
                help="Quality metrics computed at every snapshot and logged in stats.jsonl, lower is better: "
                     "'swd' (sliced Wasserstein distance of multi-scale patches), 'fid' (Frechet Inception "
                     "Distance) and 'kid' (Kernel Inception Distance); fid and kid need inception."),
-        Option("metric_images", int, 1024, min=16,
+        Option("metric_images", int, 1024, continues=True, min=16,
                help="Real and generated images each metric compares (more: steadier but slower)."),
-        Option("inception", str, None, path=True, must_exist=True,
+        Option("inception", str, None, continues=True, path=True, must_exist=True,
                help="Feature network for fid and kid: a TorchScript file on this machine (never downloaded), "
                     "e.g. NVIDIA's inception-2015-12-05.pt (0..255 RGB images of any size in, 2048-D pool "
                     "features out with return_features=True; other networks are called as net(x))."),
