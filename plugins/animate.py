@@ -173,7 +173,7 @@ class Animation(cineml.Composer):
         if len(plan) < len(groups):
             ctx.warn(f"{ctx.stage}: {len(groups)} stills in {len(plan)} frames; showing an even "
                      f"sample. Raise seconds or fps to show every one.")
-        render = _StillRenderer(groups, layout, layout_values, opts)
+        render = _StillRenderer(groups, layout, layout_values, opts, even=suffix == ".mp4")
         stills = _Prefetch(render, list(dict.fromkeys(s for a, b, _ in plan for s in (a, b))))
 
         def frame(index: int) -> np.ndarray:
@@ -272,11 +272,12 @@ class Animation(cineml.Composer):
 
 
 class _StillRenderer:
-    """Builds still ``i``: load, lay out, fit, pad even; returns (plain, labelled, label text)."""
+    """Builds still ``i``: load, lay out, fit, pad even (x264's 4:2:0 needs it; GIF and WebP do not);
+    returns (plain, labelled, label text)."""
 
     def __init__(self, groups: list[list[tuple[int, Path]]], layout: Any, values: dict[str, Any],
-                 opts: dict[str, Any]) -> None:
-        self.groups, self.layout, self.values = groups, layout, values
+                 opts: dict[str, Any], even: bool = True) -> None:
+        self.groups, self.layout, self.values, self.even = groups, layout, values, even
         self.label, self.label_size = opts["label"], int(opts["label_size"])
         self.background = parse_color(opts["background"])
         self.width, self.height = int(opts["width"]), int(opts["height"])
@@ -290,7 +291,7 @@ class _StillRenderer:
             self.size = self._target(picture.size)
         if picture.size != self.size:
             picture = fit(picture, self.size, fill=self.background)
-        plain = np.asarray(even_size(picture, self.background))
+        plain = np.asarray(even_size(picture, self.background) if self.even else picture)
         text = label_text(images[0], self.label)
         return plain, self.labelled(plain, text), text
 

@@ -139,10 +139,11 @@ def fakes_grid(images: list[Image.Image], columns: int = 0, rows: int = 0, tile_
     _require_images(images, "fakes-grid")
     tile = _tile_size(images[0], tile_width, tile_height)
     auto_cols, auto_rows = stylegan_shape(len(images), tile)
+    # One side given: the other follows, up to StyleGAN2's cap of images either way.
     if columns and not rows:
-        auto_rows = math.ceil(min(len(images), columns * auto_rows) / columns)
+        auto_rows = math.ceil(min(len(images), auto_cols * auto_rows) / columns)
     if rows and not columns:
-        auto_cols = math.ceil(len(images) / rows)
+        auto_cols = math.ceil(min(len(images), auto_cols * auto_rows) / rows)
     return draw_grid(images, columns or auto_cols, rows or auto_rows, tile, 0, 0, "black", labels)
 
 

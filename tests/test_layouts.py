@@ -354,3 +354,9 @@ def test_a_layout_composer_loads_only_what_the_picture_shows(tmp_path):
     picture = np.asarray(Image.open(ctx.output))
     assert [int(picture[4, 8 * k + 4]) for k in range(3)] == [0, 80, 180]  # first, middle (round(4.5)), last
     assert "10 images for a grid of 3; showing 3 evenly spaced" in warnings[0]
+
+
+def test_fakes_grid_with_one_side_given_treats_columns_and_rows_alike():
+    tiles = [Image.new("L", (16, 16), 100)] * 100  # 16² tiles: StyleGAN2's cap is 32 x 32 = 1024
+    assert L.fakes_grid(tiles, columns=10).size == (160, 160)
+    assert L.fakes_grid(tiles, rows=10).size == (160, 160)
