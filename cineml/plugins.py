@@ -16,6 +16,7 @@ import difflib
 import hashlib
 import importlib.util
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -78,17 +79,25 @@ class Registry:
     def load_entry_points(self) -> None:
         """Load plugins from the ``cineml`` entry-point group, honouring ``CINEML_LOAD_PLUGINS``."""
         wanted = os.environ.get("CINEML_LOAD_PLUGINS")
-        allowed = None if wanted is None else {w.strip() for w in wanted.split(",") if w.strip()}
+        allowed = None if wanted is None else {_norm(w) for w in wanted.split(",") if w.strip()}
         eps = sorted(entry_points(group="cineml"), key=lambda ep: (ep.dist.name if ep.dist else "", ep.name))
+        matched: set[str] = set()
         for ep in eps:
             dist = ep.dist.name if ep.dist else "?"
             version = ep.dist.version if ep.dist else "0"
             builtin = dist == BUILTIN_DISTRIBUTION
-            if not builtin and allowed is not None and not ({ep.name, dist} & allowed):
-                continue
+            if not builtin and allowed is not None:
+                names = {_norm(ep.name), _norm(dist)} & allowed
+                if not names:
+                    continue
+                matched |= names
             info = PluginInfo(ep.name, version, dist, "builtin" if builtin else "entry point")
             self._add(info, lambda ep=ep: ep.load(), f'plugin "{ep.name}" (distribution {dist}, '
                                                      f'entry point {ep.name} = {ep.value})')
+        if allowed:
+            for name in sorted(allowed - matched - {_norm(BUILTIN_DISTRIBUTION)}):
+                self.warn(f"CINEML_LOAD_PLUGINS names {name!r}, but no installed plugin or distribution is called "
+                          "that (`cineml plugins` lists them).")
 
     def load_files(self, paths: list[Path]) -> None:
         """Load project-local plugin files (``plugins = [...]`` in project.toml), in the given order.
@@ -202,6 +211,11 @@ class Registry:
         info.error = f"{type(exc).__name__}: {exc}"
         self.plugins.setdefault(info.name, info)
         self.warn(message + " — skipped; set CINEML_STRICT_PLUGINS=1 to make this fatal.")
+
+
+def _norm(name: str) -> str:
+    """Distribution names compare normalised (PEP 503): cineml-foo, cineml_foo and Cineml.Foo are one."""
+    return re.sub(r"[-_.]+", "-", name.strip()).lower()
 
 
 def _import_file(path: Path, digest: str) -> ModuleType:

@@ -71,6 +71,9 @@ def test_load_plugins_env_limits_third_party(tmp_path):
     assert "echo" not in names(cineml(site, "plugins", "--json", CINEML_LOAD_PLUGINS=""))
     assert "echo" in names(cineml(site, "plugins", "--json", CINEML_LOAD_PLUGINS="cineml-echo"))
     assert "echo" in names(cineml(site, "plugins", "--json", CINEML_LOAD_PLUGINS="echo"))
+    assert "echo" in names(cineml(site, "plugins", "--json", CINEML_LOAD_PLUGINS="Cineml_Echo"))  # normalised
+    typo = cineml(site, "plugins", "--json", CINEML_LOAD_PLUGINS="cineml-ecko")
+    assert "CINEML_LOAD_PLUGINS names 'cineml-ecko', but no installed plugin" in typo.stderr
 
 
 def test_broken_plugin_is_reported_once_and_cli_keeps_working(tmp_path):
