@@ -35,7 +35,7 @@ from PIL import Image
 from cineml import CinemlError, Extractor, Option, Preprocessor, StageContext, atomic_path, hookimpl
 
 from .ffmpeg import (DecodeStats, Ffmpeg, VideoInfo, audio_end, decode_stats, display_size, fps_frame_count,
-                     padded_slots, probe, source_pts)
+                     padded_slots, probe, slot_sources)
 
 Chain = Sequence[tuple[Preprocessor, dict[str, Any]]]
 RENUMBERING = ".renumbering"  # marker: frames are being renumbered; if found on resume, redo
@@ -147,12 +147,14 @@ class Job:
                               f"{'the end' if self.end is None else f'{self.end:g} s'}). Check that the "
                               "film plays, or re-encode it (e.g. to H.264 mp4).")
         slots = self._check_damage(stats, count)
-        self._write_index(stats, slots)
+        self._write_index(stats, slots, count)
         (self.out / RENUMBERING).unlink(missing_ok=True)
 
     def _graph(self, done: int) -> list[str]:
         rate = Fraction(str(self.fps)).limit_denominator(1_000_000) if not self.source_rate else None
-        graph = ["showinfo=checksum=0"] if rate is None else [f"fps={rate}"]
+        # showinfo logs every decoded frame's timestamp (before fps picks from them): the index records
+        # the source time each extracted frame really shows, and damage checks need no second pass.
+        graph = ["showinfo=checksum=0"] if rate is None else ["showinfo=checksum=0", f"fps={rate}"]
         if done:
             graph.append(f"trim=start_frame={done}")
         return graph
@@ -249,7 +251,7 @@ class Job:
                    f"({stats.decode_errors} decode errors), so {count} frames were extracted where "
                    f"{self.expected} were expected.")
         if stats.fps_dup and not self.source_rate:
-            total, padded = padded_slots(source_pts(self.film, self.input_args), float(self.fps))
+            total, padded = padded_slots(stats.pts, float(self.fps))
             if padded and total == count:
                 slots = self._drop_padding(count, set(padded))
                 message += (f" {len(padded)} frames that would only repeat the last good frame across "
@@ -270,7 +272,7 @@ class Job:
                 os.replace(self.out / f"{k + 1:06d}.{self.ext}", self.out / f"{new:06d}.{self.ext}")
         return kept
 
-    def _write_index(self, stats: DecodeStats, slots: list[int]) -> None:
+    def _write_index(self, stats: DecodeStats, slots: list[int], written: int) -> None:
         """index.json, written last and atomically: its presence means the set is complete.
 
         Frames are streamed into the file one line each, so a feature film's index never sits
@@ -280,8 +282,11 @@ class Job:
             rate = self.info.fps or 1.0
             exact = len(stats.pts) == len(slots)
             times = (self.start + (stats.pts[k] if exact else k / rate) for k in slots)
-        else:
-            times = (self.start + k / float(self.fps) for k in slots)
+        else:  # the source frame each slot shows; nominal slot times if the log does not add up
+            shown = slot_sources(stats.pts, float(self.fps))
+            if len(shown) != written:
+                shown = [k / float(self.fps) for k in range(written)]
+            times = (self.start + shown[k] for k in slots)
         header = {
             "count": len(slots),
             "fps": self.fps,

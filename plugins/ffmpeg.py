@@ -347,14 +347,6 @@ def decode_stats(lines: Iterable[str]) -> DecodeStats:
     return stats
 
 
-def source_pts(film: Path, input_args: Sequence[str]) -> list[float]:
-    """Timestamps (seconds) of every frame the decoder really produces: a fast decode-only pass."""
-    with Ffmpeg([*input_args, "-i", str(film), "-map", "0:V:0", "-an", "-sn", "-dn",
-                 "-vf", "showinfo=checksum=0", "-f", "null", "-"], loglevel="info") as run:
-        run.wait()
-        return decode_stats(run.log_lines()).pts
-
-
 def audio_end(film: Path, input_args: Sequence[str]) -> float | None:
     """Seconds until the first audio stream's last packet (relative to ``-ss``), without decoding;
     None when there is no audio. A container's duration is its longest stream's, so a film whose
@@ -367,6 +359,24 @@ def audio_end(film: Path, input_args: Sequence[str]) -> float | None:
                 end = int(line[12:]) / 1e6
         run.wait()
     return end or None
+
+
+def slot_sources(pts: Sequence[float], fps: float) -> list[float]:
+    """The source timestamp each output slot of the ``fps`` filter shows, by the filter's own rule:
+    slot n shows the last frame whose timestamp, rounded half away to the output rate, is <= n
+    (so at 12 fps from 25 fps film, slot 3 at 0.25 s shows the frame of 0.24 s; ties go later)."""
+    if not pts:
+        return []
+    pts = sorted(pts)
+    gaps = sorted(b - a for a, b in zip(pts, pts[1:]))
+    step = gaps[len(gaps) // 2] if gaps else 1 / fps
+    first, end = round_half_away(pts[0] * fps), round_half_away((pts[-1] + step) * fps)
+    shown, j = [], 0
+    for n in range(first, end):
+        while j + 1 < len(pts) and round_half_away(pts[j + 1] * fps) <= n:
+            j += 1
+        shown.append(pts[j])
+    return shown
 
 
 def padded_slots(pts: Sequence[float], fps: float) -> tuple[int, list[int]]:

@@ -20,7 +20,7 @@ from cineml import CinemlError, Preprocessor
 from cineml.testing import make_context
 from cineml_plugins.extract_fps import FpsExtractor, resume_point
 from cineml_plugins.letterbox import Letterbox
-from films import add_sound, garble, make_film, truncate
+from films import FFMPEG, add_sound, garble, make_film, truncate
 
 EX, LB = FpsExtractor(), Letterbox()
 LB_OPTS = {"size": 64, "fill": "black", "resample": "lanczos", "grayscale": False}
@@ -74,7 +74,26 @@ def test_frame_counts_follow_the_fps_filter(tmp_path: Path, rate: str, n: int, f
     assert names == [f"{i:06d}.jpg" for i in range(1, want + 1)]
     index = json.loads((out / "index.json").read_text())
     assert index["count"] == want and index["fps"] == fps
-    assert [f["time"] for f in index["frames"]] == pytest.approx([k / fps for k in range(want)], abs=1e-6)
+    # each time is a real source frame's timestamp, within half an output slot (+ rounding) of the slot
+    step = float(Fraction(rate)) ** -1
+    for k, entry in enumerate(index["frames"]):
+        assert abs(entry["time"] - k / fps) <= 0.5 / fps + step + 1e-6
+        assert entry["time"] / step == pytest.approx(round(entry["time"] / step), abs=1e-3)
+
+
+@pytest.mark.parametrize("fps", [12, 10, 30, 23.976])
+def test_index_times_are_the_source_frames_really_shown(tmp_path: Path, fps: float) -> None:
+    """A film whose frame i is grey level 5 i: every extracted frame's level says which source frame
+    it shows, and index.json must give that frame's time (at 12 fps from 25, slot 0 shows 0.04 s)."""
+    film = tmp_path / "coded.mkv"
+    raw = b"".join(bytes([5 * i]) * (16 * 16) for i in range(50))
+    subprocess.run([FFMPEG, "-v", "error", "-f", "rawvideo", "-pix_fmt", "gray", "-s", "16x16", "-r", "25",
+                    "-i", "-", "-c:v", "ffv1", "-pix_fmt", "gray", str(film)], input=raw, check=True)
+    out = extract(tmp_path, film, "out", fps=fps, format="png")
+    index = json.loads((out / "index.json").read_text())
+    shown = [round(pixels(out / f["file"]).mean() / 5) for f in index["frames"]]
+    assert [f["time"] for f in index["frames"]] == pytest.approx([i / 25 for i in shown], abs=1e-6)
+    assert shown[:3] == {12: [1, 3, 5], 10: [1, 3, 6], 30: [0, 1, 2], 23.976: [0, 1, 2]}[fps]
 
 
 def test_source_rate_keeps_every_coded_frame_with_real_timestamps(tmp_path: Path) -> None:
@@ -93,7 +112,8 @@ def test_start_and_end_select_the_right_stretch(tmp_path: Path) -> None:
     got = frames(part)
     assert len(got) == 24  # 2 s at 12 fps
     index = json.loads((part / "index.json").read_text())
-    assert index["frames"][0]["time"] == 1.0 and index["frames"][-1]["time"] == pytest.approx(1 + 23 / 12)
+    # real source times: the 25 fps frames each 12 fps slot shows (1.04 s, the first after the seek)
+    assert index["frames"][0]["time"] == pytest.approx(1.04) and index["frames"][-1]["time"] == pytest.approx(2.92)
     # the accurate seek lands on the same source frames as slots 13.. of the whole film
     for k in (0, 11, 23):
         assert np.array_equal(pixels(got[k]), pixels(frames(whole)[12 + k]))
@@ -127,7 +147,7 @@ def test_index_json_describes_the_set(tmp_path: Path) -> None:
     assert (index["width"], index["height"], index["format"]) == (64, 64, "webp")
     assert index["source"]["width"] == 160 and index["source"]["fps"] == 25 and index["source"]["audio"]
     assert index["chain"] == [{"use": "letterbox", "options": LB_OPTS}]
-    assert index["frames"][3] == {"index": 4, "file": "000004.webp", "time": 0.3}
+    assert index["frames"][3] == {"index": 4, "file": "000004.webp", "time": 0.32}  # the 25 fps frame shown
     assert all((out / f["file"]).is_file() for f in index["frames"])
     assert Image.open(out / "000001.webp").size == (64, 64)
     stamp = (out / "index.json").stat().st_mtime_ns
