@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
@@ -354,23 +354,29 @@ def _audio_problem(path: Path) -> str | None:
 def _write_pictures(ctx: cineml.StageContext, tmp: Path, frame: Callable[[int], np.ndarray],
                     total: int, fps: float) -> None:
     """Animated GIF/WebP through Pillow. GIF counts time in centiseconds, so frame durations are
-    rounded with the error carried forward: the total length stays right."""
+    rounded with the error carried forward: the total length stays right. Frames are handed to
+    Pillow as they are rendered (WebP encodes them one by one; GIF keeps only palette frames)."""
     gif = tmp.suffix.lower() == ".gif"
     step = 10 if gif else 1
-    frames, durations, shown = [], [], 0
+    durations, shown = [], 0
+    for index in range(total):
+        end = round((index + 1) * 1000 / fps / step) * step
+        durations.append(max(step, end - shown))
+        shown += durations[-1]
     with ctx.progress("Rendering", total=total, unit="frames") as bar:
-        for index in range(total):
-            frames.append(Image.fromarray(frame(index)))
-            end = round((index + 1) * 1000 / fps / step) * step
-            durations.append(max(step, end - shown))
-            shown += durations[-1]
-            bar.advance()
-    if gif:
-        frames[0].save(tmp, "GIF", save_all=True, append_images=frames[1:], duration=durations,
-                       loop=0, optimize=False, disposal=1)
-    else:
-        frames[0].save(tmp, "WEBP", save_all=True, append_images=frames[1:], duration=durations,
-                       loop=0, quality=90, method=4)
+        def rendered() -> Iterator[Image.Image]:
+            for index in range(total):
+                yield Image.fromarray(frame(index))
+                bar.advance()
+
+        frames = rendered()
+        first = next(frames)
+        if gif:
+            first.save(tmp, "GIF", save_all=True, append_images=frames, duration=durations, loop=0,
+                       optimize=False, disposal=1)
+        else:
+            first.save(tmp, "WEBP", save_all=True, append_images=frames, duration=durations, loop=0,
+                       quality=90, method=4)
 
 
 @hookimpl

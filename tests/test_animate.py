@@ -255,6 +255,21 @@ def test_gif_output_keeps_frame_count_and_length(tmp_path):
     assert len(durations) == 9 and sum(durations) == 1500  # 9 frames at 6 fps, in centiseconds
 
 
+def test_webp_output_keeps_frames_colours_and_length(tmp_path):
+    colors = [(200, 0, 0), (0, 200, 0), (0, 0, 200), (200, 200, 0), (0, 200, 200)]
+    out = animate(tmp_path, stills(tmp_path / "w", colors, size=(33, 21)), output="a.webp", fps=6)
+    with Image.open(out) as webp:
+        assert webp.n_frames == 5 and webp.size == (33, 21)
+        durations, seen = [], []
+        for index in range(webp.n_frames):
+            webp.seek(index)
+            webp.load()  # the frame's duration is known once it is decoded
+            durations.append(webp.info["duration"])
+            seen.append(np.asarray(webp.convert("RGB"))[10, 16].astype(int))
+    assert sum(durations) == 833  # 5 frames at 6 fps, in milliseconds, rounding carried forward
+    assert all(np.abs(s - c).max() < 30 for s, c in zip(seen, colors))
+
+
 def test_bad_settings_name_the_problem(tmp_path):
     paths = stills(tmp_path / "x", [(1, 2, 3)] * 2)
     with pytest.raises(CinemlError, match=r"layout_options\.colums: unknown option\. Did you mean 'columns'"):
