@@ -4,7 +4,8 @@
     .venv/bin/python benchmarks/extract.py --seconds 20 --long-seconds 60   # quick check
 
 Makes testsrc2 films (768x576 square pixels, and 720x576 at SAR 16:15 = 4:3 displayed), then times
-extract + letterbox to 512² JPEG (12 fps, quality 90 = ``-q:v 2``) against one hand-written ffmpeg
+extract + letterbox to 512² JPEG (12 fps, quality 90 = ``-q:v 2``; also greyscale, the reference film's
+setting, which takes the Python path) against one hand-written ffmpeg
 command, best of ``--repeat`` alternating runs, and prints the ratio (target <= 1.1). Peak memory
 is measured per run in a fresh child process: its own peak RSS plus the largest ffmpeg child's
 (``RUSAGE_CHILDREN``), for a short and a long film, on the ffmpeg path and the Python fallback
@@ -44,10 +45,12 @@ def make_film(path: Path, seconds: float, size: str, sar: str) -> Path:
 def child(kind: str, film: str, out: str) -> None:
     """Run one job and print {"seconds", "self_kb", "children_kb"} as JSON."""
     out_dir = Path(out)
+    gray = kind.endswith("-gray")  # the reference film's setting: one-channel frames
+    kind = kind.removesuffix("-gray")
     if kind == "ffmpeg":
         sar = "scale=iw*sar:ih,setsar=1," if "sar" in Path(film).name else ""
         graph = (f"fps=12,{sar}scale={SIZE}:{SIZE}:force_original_aspect_ratio=decrease:flags=lanczos,"
-                 f"pad={SIZE}:{SIZE}:(ow-iw)/2:(oh-ih)/2:color=black,setsar=1")
+                 f"pad={SIZE}:{SIZE}:(ow-iw)/2:(oh-ih)/2:color=black,setsar=1" + (",format=gray" if gray else ""))
         out_dir.mkdir(parents=True)
         start = time.perf_counter()
         subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-i", film, "-an",
@@ -68,7 +71,7 @@ def child(kind: str, film: str, out: str) -> None:
         ctx = make_context(out_dir.parent, ex, options={"fps": 12, "format": "jpg", "quality": 90},
                            inputs={"source": Path(film)}, output=out_dir)
         ctx.log = ctx.warn = lambda msg: None
-        opts = {"size": SIZE, "fill": "black", "resample": "lanczos", "grayscale": False}
+        opts = {"size": SIZE, "fill": "black", "resample": "lanczos", "grayscale": gray}
         start = time.perf_counter()
         ex.extract(ctx, [(step, opts)])
         seconds = time.perf_counter() - start
@@ -110,15 +113,18 @@ def main() -> None:
         "768x576 square": make_film(work / f"square-{s:g}s.mp4", s, "768x576", "1"),
         "720x576 SAR 16:15": make_film(work / f"pal-sar-{s:g}s.mp4", s, "720x576", "16/15"),
     }
+    # grayscale = true, as for a black-and-white film: ffmpeg's JPEG encoder has no one-channel mode (the
+    # CLI writes 3-channel JPEGs of grey pixels), so CineML encodes true greyscale JPEGs with Pillow.
+    cases = [(name, film, "") for name, film in films.items()] + [("768x576 -> grey", films["768x576 square"], "-gray")]
     long_film = None if args.no_rss else make_film(work / f"square-{long_s:g}s.mp4", long_s, "768x576", "1")
 
     print(f"\nTime: fps=12, letterbox {SIZE}, JPEG q90 (-q:v 2); best of {args.repeat}")
     print(f"{'film':<20}{'frames':>7}{'ffmpeg CLI':>12}{'CineML':>10}{'ratio':>8}")
-    for name, film in films.items():
+    for name, film, suffix in cases:
         best: dict[str, dict] = {}
         for _ in range(args.repeat):
             for kind in ("ffmpeg", "cineml"):
-                run = measure(kind, film, work)
+                run = measure(kind + suffix, film, work)
                 if kind not in best or run["seconds"] < best[kind]["seconds"]:
                     best[kind] = run
         base, ours = best["ffmpeg"], best["cineml"]
