@@ -174,6 +174,25 @@ class Pipeline:
         keep = {o.name for o in step.impl.options if o.continues}
         return _digest({**material, "options": {k: v for k, v in material["options"].items() if k not in keep}})
 
+    def _option_files(self, step: Step) -> dict[str, str]:
+        """Content fingerprints of files that options name (a checkpoint to sample, a network to resume
+        from, a soundtrack): replacing the file at the same path re-runs the step."""
+        found = {}
+        for key, value in sorted(step.options.items()):
+            if isinstance(value, Path):
+                path = value
+            elif isinstance(value, str) and value and "\n" not in value and len(value) < 1024:
+                path = Path(value).expanduser()
+                path = path if path.is_absolute() else self.project.root / path
+            else:
+                continue
+            try:
+                if path.is_file():
+                    found[f"file {key}"] = file_fingerprint(path)
+            except OSError:  # unreadable or a name the file system rejects: the stage will say so
+                continue
+        return found
+
     def _files_digest(self, step: Step) -> str:
         """What a compose step's glob input matches now: names, sizes and mtimes."""
         root = self.project.root
@@ -235,6 +254,7 @@ class Pipeline:
                     inputs[up] = fingerprints[up]
             if group == "compose" and step.options["input"] not in NAMED_INPUTS:
                 inputs["files"] = self._files_digest(step)
+            inputs.update(self._option_files(step))
             material = {
                 "use": step.impl.name, "plugin": step.impl.plugin, "version": step.impl.plugin_version,
                 "options": _jsonable(step.options, root),
@@ -518,7 +538,8 @@ def _explain(old: dict[str, Any], new: dict[str, Any]) -> str:
         reasons.append("preprocess chain changed")
     for k in sorted(set(old.get("inputs", {})) | set(new.get("inputs", {}))):
         if old.get("inputs", {}).get(k) != new.get("inputs", {}).get(k):
-            reasons.append("the film changed" if k == "source" else f"input {k} changed")
+            reasons.append("the film changed" if k == "source" else
+                           f"the file {k[5:]} names changed" if k.startswith("file ") else f"input {k} changed")
     if old.get("seed") != new.get("seed"):
         reasons.append(f"seed {old.get('seed')} -> {new.get('seed')}")
     if old.get("layout") != new.get("layout"):

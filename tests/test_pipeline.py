@@ -324,3 +324,13 @@ def test_an_unreadable_state_file_is_reported(toy_project):
     plan = Pipeline(load_project(toy_project, reg), reg, warn=warnings.append).plan()
     assert all(p.reason == "never ran" for p in plan)
     assert "state.json is unreadable" in warnings[0]
+
+
+def test_replacing_a_file_an_option_names_reruns_the_step(toy_project):
+    root = toy_project.parent
+    (root / "sep.txt").write_text("one")
+    run(toy_project, 'compose.0.sep="sep.txt"')  # a string option that names a file in the project
+    assert plan_of(toy_project, 'compose.0.sep="sep.txt"')["compose:fakes.txt"] == (False, "up to date")
+    (root / "sep.txt").write_text("two, longer")
+    assert plan_of(toy_project, 'compose.0.sep="sep.txt"')["compose:fakes.txt"] == \
+        (True, "changed: the file sep names changed")
