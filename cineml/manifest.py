@@ -162,6 +162,9 @@ def parse_override(text: str) -> tuple[list[str | int], Any]:
     if "=" not in text:
         raise CinemlError(f"-S {text!r}: expected key=value, e.g. -S train.kimg=2 or -S preprocess.0.size=256.")
     key, raw = text.split("=", 1)
+    if not key.strip() or any(not part.strip() for part in key.split(".")):
+        raise CinemlError(f"-S {text!r}: the key before '=' is empty or has an empty part; expected e.g. "
+                          "-S train.kimg=2 or -S compose.0.fps=12.")
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
@@ -218,6 +221,9 @@ def load_project(path: str | Path, registry: Registry, overrides: Sequence[str] 
         file = file / "project.toml"
     data = read_toml(file)
     root = file.parent
+    for key in ("preprocess", "compose"):  # one [preprocess] table is a list of one: -S preprocess.0.size
+        if isinstance(data.get(key), dict):
+            data[key] = [data[key]]
     for text in overrides:
         keys, value = parse_override(text)
         apply_override(data, keys, value, text)

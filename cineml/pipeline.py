@@ -422,7 +422,7 @@ class Pipeline:
 
     def _write_record(self, record: dict[str, Any]) -> None:
         record["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-        stamp = record["started"].replace(":", "-")
+        stamp = record["started"].replace(":", "-") + f"-{time.time_ns() % 10**9:09d}"  # two runs in one second
         for path in (self.project.root / "run.json", self.state_dir / "runs" / f"{stamp}.json"):
             with atomic_path(path) as tmp:
                 tmp.write_text(json.dumps(record, indent=1, default=str))

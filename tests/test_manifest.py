@@ -153,3 +153,10 @@ def test_values_an_artist_can_mistype(toy_project):
     with toy_project.open("a") as f:
         f.write('\n[[compose]]\nuse = "concat"\ninput = "fakes"\noutput = "./fakes.txt"\n')
     assert "compose[1].output: './fakes.txt' is already written by compose[0]" in error_of(toy_project)
+
+
+def test_overrides_reach_a_single_table_and_reject_empty_keys(toy_project):
+    edit(toy_project, "[[preprocess]]", "[preprocess]")  # one table, not an array of them
+    assert load(toy_project, "preprocess.0.suffix=!").step("extract").chain[0][1]["suffix"] == "!"
+    assert "-S '=5': the key before '=' is empty" in error_of(toy_project, "=5")
+    assert "has an empty part" in error_of(toy_project, "train..kimg=5")
