@@ -7,6 +7,7 @@ every test runs the real stage and reads the PNGs it wrote.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from cineml_plugins.stylegan2.networks import Generator
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_stylegan2_import import reference_pickle, tiny_discriminator  # noqa: E402
+from training_frames import truncate  # noqa: E402
 
 TINY = dict(z_dim=32, w_dim=32, img_resolution=16, img_channels=3, channel_base=256, channel_max=64, map_layers=2)
 
@@ -59,10 +61,12 @@ def train_dir(tmp_path_factory) -> Path:
     return folder
 
 
-def run(tmp_path: Path, train: Path | None, name: str = "out", **options) -> Path:
+def run(tmp_path: Path, train: Path | None, name: str = "out", messages: list | None = None, **options) -> Path:
     impl = StyleGAN2Generator()
     out = tmp_path / name
     ctx = make_context(tmp_path, impl, options, inputs={"train": train} if train else {}, output=out)
+    if messages is not None:
+        ctx.log = ctx.warn = messages.append
     impl.generate(ctx)
     return out
 
@@ -128,6 +132,11 @@ def test_walk_and_mixing_tables_are_checked():
     assert parse_mixing({"rows": "0-1"}).columns == [10, 11, 12, 13]
     with pytest.raises(CinemlError, match=r"generate\.mixing\.layers"):
         parse_mixing({"layers": "0-x"})
+
+
+def test_batch_and_device_continue_earlier_work():
+    """They change how images are computed, not which: the engine keeps the finished ones."""
+    assert {o.name for o in StyleGAN2Generator.options if o.continues} == {"batch", "device"}
 
 
 # --- Stills ---------------------------------------------------------------------------------------
@@ -217,6 +226,57 @@ def test_resume_keeps_finished_images(tmp_path, train_dir):
     stat = marker.stat().st_mtime_ns
     run(tmp_path, train_dir, seeds="0-3")
     assert marker.stat().st_mtime_ns == stat and (out / "seed0003.png").exists()
+
+
+def test_a_new_network_at_the_same_path_replaces_earlier_images(tmp_path):
+    """Resuming keeps only images of the same network file: a new file at the same path starts over."""
+    a = save_snapshot(tmp_path / "a", make_g(1), 1000)
+    b = save_snapshot(tmp_path / "b", make_g(2), 2000)
+    net = tmp_path / "net.safetensors"
+    opts = dict(seeds="0-1", snapshot=str(net), walk={"keyframes": "0-1", "seconds": 1, "fps": 2},
+                mixing={"rows": "0", "columns": "1"})
+    shutil.copy(a, net)
+    out = run(tmp_path, None, **opts)
+    seeded = tmp_path / "seeded"  # as an earlier version left it, or the engine seeds it: no marker
+    shutil.copytree(out, seeded)
+    (seeded / ".network.json").unlink()
+    shutil.copy(b, net)
+    messages = []
+    run(tmp_path, None, messages=messages, **opts)
+    run(tmp_path, None, "seeded", **opts)
+    fresh = run(tmp_path, None, "fresh", **opts)
+    assert any("drawn from another network file" in m for m in messages), messages
+    for folder in (out, seeded):
+        for name in ("seed0000.png", "seed0001.png", "walk/000001.png", "walk/000002.png", "mixing.png"):
+            assert (folder / name).read_bytes() == (fresh / name).read_bytes(), (folder, name)
+        assert json.loads((folder / "generated.json").read_text())["kimg"] == 2
+
+
+def test_latest_skips_a_damaged_checkpoint(tmp_path):
+    folder = tmp_path / "train"
+    save_snapshot(folder, make_g(1), 4000)
+    truncate(save_snapshot(folder, make_g(2), 8000))
+    messages = []
+    latest = run(tmp_path, folder, "latest", messages, seeds="0")
+    older = run(tmp_path, folder, "older", seeds="0", snapshot=4)
+    assert (latest / "seed0000.png").read_bytes() == (older / "seed0000.png").read_bytes()
+    assert any("network-snapshot-000008.safetensors is damaged" in m and "network-snapshot-000004.safetensors "
+               "instead" in m for m in messages), messages
+    with pytest.raises(CinemlError, match=r"Checkpoint network-snapshot-000008\.safetensors in .* is damaged or "
+                                          r"incomplete.*Delete it"):
+        run(tmp_path, folder, "eight", seeds="0", snapshot=8)
+    truncate(folder / ckpt.checkpoint_name(4000))
+    with pytest.raises(CinemlError, match=r"network-snapshot-000004\.safetensors .* is damaged.*No older checkpoint"):
+        run(tmp_path, folder, "none", seeds="0")
+
+
+def test_an_interrupted_training_is_pointed_out(tmp_path):
+    staged = Path(".cineml/staging/train-0123456789abcdef")
+    save_snapshot(tmp_path / staged, make_g(1), 4000)
+    with pytest.raises(CinemlError, match=r"interrupted training left checkpoints in "
+                                          rf"{staged}.*-S generate\.snapshot={staged} "):
+        run(tmp_path, tmp_path / "train", "x")
+    assert (run(tmp_path, tmp_path / "train", "y", seeds="0", snapshot=str(staged)) / "seed0000.png").exists()
 
 
 # --- Snapshots ------------------------------------------------------------------------------------
@@ -339,6 +399,8 @@ def test_mixing_grid_geometry(tmp_path, train_dir):
     assert np.abs(g[16:, 16:] - g[:16, 16:]).max() <= 1
     with pytest.raises(CinemlError, match="has 6 style layers"):
         run(tmp_path, train_dir, "bad", seeds="0", mixing={"rows": "0", "columns": "1", "layers": "0-6"})
+    default = run(tmp_path, train_dir, "default", seeds="0", mixing={"rows": "0", "columns": "1"})
+    assert json.loads((default / "generated.json").read_text())["mixing"]["layers"] == [0, 1, 2, 3, 4, 5]
 
 
 # --- CLI ------------------------------------------------------------------------------------------
@@ -361,6 +423,12 @@ def test_cli_import_and_export(tmp_path):
     code, text = invoke("import", pkl, "-o", tmp_path / "net.safetensors")
     assert code == 0, text
     assert "stylegan2-ada-pytorch pickle" in text
+    before = (tmp_path / "net.safetensors").stat().st_mtime_ns
+    code, text = invoke("import", pkl, "-o", tmp_path / "net.safetensors")
+    assert code == 1 and "already exists" in text and "--force" in text
+    assert (tmp_path / "net.safetensors").stat().st_mtime_ns == before
+    code, text = invoke("import", pkl, "-o", tmp_path / "net.safetensors", "--force")
+    assert code == 0, text
     G2 = ckpt.load_generator(tmp_path / "net.safetensors")
     z = torch.from_numpy(seed_z([4], G.z_dim))
     with torch.no_grad():
@@ -370,6 +438,8 @@ def test_cli_import_and_export(tmp_path):
     tensors, state = ckpt.load_checkpoint(tmp_path / "exported.safetensors")
     assert {k.split(".")[0] for k in tensors} == {"G", "D", "G_ema"}
     assert json.loads((tmp_path / "exported.json").read_text())["G_kwargs"] == G.init_kwargs
+    code, text = invoke("export", tmp_path / "net.safetensors", "-o", tmp_path / "upper.SAFETENSORS")
+    assert code == 0 and (tmp_path / "upper.SAFETENSORS").is_file() and (tmp_path / "upper.json").is_file(), text
     evil = tmp_path / "evil.pkl"
     evil.write_bytes(b"cos\nsystem\n(S'echo hi'\ntR.")
     code, text = invoke("import", evil)

@@ -485,8 +485,28 @@ def test_rosinality_payload_is_refused(tmp_path):
     marker = tmp_path / "marker"
     path = tmp_path / "evil.pt"
     torch.save({"g_ema": {}, "x": _Reduce(os.system, f"touch {marker}")}, path)
-    with pytest.raises(CinemlError, match="could not be read"):
+    with pytest.raises(CinemlError, match="could not be read.*unsupported GLOBAL posix.system") as err:
         import_network(path)
+    assert not marker.exists()
+    assert "weights_only" not in str(err.value) and "\x1b" not in str(err.value)  # no advice to load unsafely
+
+
+def test_formats_are_told_apart_by_content_not_suffix(tmp_path):
+    """A renamed file goes to the reader its content needs; each reader stays the safe one."""
+    G = tiny_generator()
+    pkl = reference_pickle(tmp_path, G, name="network-snapshot-000100.pt")  # a StyleGAN2-ADA pickle
+    imp = import_network(pkl)
+    assert imp.format == "stylegan2-ada-pytorch pickle"
+    assert torch.equal(imp.G_ema.synthesis.b16.torgb.weight, G.synthesis.b16.torgb.weight)
+    sd = rosinality_state(size=8, style_dim=32, n_mlp=1)
+    for name, zip_format in (("zip.pkl", True), ("old.pkl", False)):  # torch.save's zip and pre-1.6 formats
+        torch.save({"g_ema": sd}, tmp_path / name, _use_new_zipfile_serialization=zip_format)
+        assert import_network(tmp_path / name).format == "rosinality checkpoint"
+    marker = tmp_path / "marker"
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps(_Reduce(os.system, f"touch {marker}")))
+    with pytest.raises(CinemlError, match="refused"):
+        import_network(evil)
     assert not marker.exists()
 
 

@@ -19,11 +19,13 @@ from safetensors import safe_open
 from cineml import CinemlError
 from cineml.testing import make_context
 from cineml_plugins.stylegan2 import checkpoints as ckpt
-from cineml_plugins.stylegan2.dataset import open_frames
+from cineml_plugins.stylegan2.dataset import list_frames, open_frames
 from cineml_plugins.stylegan2.plugin import StyleGAN2Trainer
 from cineml_plugins.stylegan2.presets import default_grid, resolve
+from cineml_plugins.stylegan2.training import Sampler
+from test_stylegan2_generate import invoke
 from test_stylegan2_import import reference_pickle, tiny_discriminator, tiny_generator
-from training_frames import Recorder, make_frames
+from training_frames import Recorder, deadline, make_frames, truncate
 
 RES = 16
 # A deliberately small network (the "tiny" preset with fewer channels) so every run takes seconds.
@@ -233,6 +235,96 @@ def test_divergence_names_the_last_good_checkpoint(tmp_path):
     run(tmp_path, frames, out, kimg=0.008, snapshot_kimg=0.008)
     with pytest.raises(CinemlError, match=r"diverged at 0\.0\d+ kimg.*network-snapshot-000000_008"):
         run(tmp_path, frames, out, kimg=0.2, snapshot_kimg=0.1, lr=1e30)
+
+
+def test_resume_after_frames_were_deleted_starts_a_fresh_pass(tmp_path):
+    """A checkpoint taken 16 frames into a pass over 32, continued on 8 frames, used to spin forever."""
+    with deadline(5):
+        assert sorted(Sampler(8, seed=0, epoch=0, cursor=16).take(8)) == list(range(8))
+    frames = make_frames(tmp_path / "frames", count=32)
+    out = tmp_path / "out"
+    run(tmp_path, frames, out, kimg=0.016, snapshot_kimg=0.016)
+    assert ckpt.read_state(out / "network-snapshot-000000_016.safetensors")["data"] == {
+        "epoch": 0, "cursor": 16, "size": 32, "frames": 32}
+    for frame in list_frames(frames)[8:]:
+        frame.unlink()
+    with deadline(60):
+        messages = run(tmp_path, frames, out, kimg=0.032, snapshot_kimg=0.016)
+    assert "The frames folder now has 8 frames, 32 when this run started; continuing on the new set." in messages
+    assert any("Resuming training from network-snapshot-000000_016" in m for m in messages)
+    assert ckpt.read_state(out / "network-snapshot-000000_032.safetensors")["data"] == {
+        "epoch": 2, "cursor": 8, "size": 8, "frames": 8}  # a fresh pass (epoch 1), then the next one
+
+
+def test_networks_only_files_cannot_be_resumed_and_are_named(tmp_path):
+    frames = make_frames(tmp_path / "frames", count=8)
+    out = tmp_path / "out"
+    run(tmp_path, frames, out, kimg=0.008, snapshot_kimg=0.008)
+    source = out / "network-snapshot-000000_008.safetensors"
+    code, text = invoke("export", source, "-o", source)
+    assert code == 1 and "would overwrite the checkpoint being exported" in text
+    assert "loss.pl_mean" in tensors_of(source, "loss.")  # still a resumable checkpoint
+
+    newer = out / "network-snapshot-000000_016.safetensors"  # networks only, where resuming looks
+    for command in (("export", source, "-o", newer),
+                    ("import", reference_pickle(tmp_path, tiny_generator(3)), "-o", newer, "--force")):
+        code, text = invoke(*command)
+        assert code == 0, text
+        with pytest.raises(CinemlError, match=r"network-snapshot-000000_016\.safetensors holds networks only.*"
+                                              r"Move it out of the training folder.*resume"):
+            run(tmp_path, frames, out, kimg=0.024, snapshot_kimg=0.008)
+
+
+def test_a_damaged_newest_checkpoint_is_set_aside(tmp_path):
+    frames = make_frames(tmp_path / "frames", count=8)
+    out = tmp_path / "out"
+    run(tmp_path, frames, out, kimg=0.016, snapshot_kimg=0.008, keep=0)
+    newest = out / "network-snapshot-000000_016.safetensors"
+    truncate(newest)
+    messages = run(tmp_path, frames, out, kimg=0.024, snapshot_kimg=0.008, keep=0)
+    assert any(m.startswith("Checkpoint network-snapshot-000000_016.safetensors is damaged") and
+               "renamed it to network-snapshot-000000_016.safetensors.damaged and continuing from "
+               "network-snapshot-000000_008.safetensors" in m for m in messages), messages
+    assert any("Resuming training from network-snapshot-000000_008" in m for m in messages)
+    assert (out / "network-snapshot-000000_016.safetensors.damaged").exists()
+    assert [ckpt.read_state(p)["nimg"] for p in ckpt.list_checkpoints(out)] == [8, 16, 24]
+
+    for path in ckpt.list_checkpoints(out):
+        truncate(path)
+    with pytest.raises(CinemlError, match=r"Checkpoint network-snapshot-000000_008\.safetensors is damaged .* no older "
+                                          r"checkpoint is left.*running again starts this training over"):
+        run(tmp_path, frames, out, kimg=0.032, snapshot_kimg=0.008)
+    assert not ckpt.list_checkpoints(out)
+
+
+def _frame(folder: Path, image: Image.Image) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    image.save(folder / "000001.png")
+    return folder
+
+
+def test_frames_are_flattened_16_bit_palette_and_alpha(tmp_path):
+    ramp = np.linspace(0, 255, RES)
+    wide = np.tile(np.linspace(0, 65535, RES).round().astype(np.uint16), (RES, 1))
+    folder = _frame(tmp_path / "deep", Image.fromarray(wide))
+    with Image.open(folder / "000001.png") as im:
+        assert im.mode.startswith("I")  # really a 16-bit PNG on disk
+    messages = []
+    data = open_frames(folder, tmp_path / "c1", log=messages.append)
+    assert data.channels == 1 and messages[0].startswith("Reading 1 grayscale frame of 16x16")
+    assert np.abs(data.get([0])[0, 0].astype(int) - ramp).max() <= 1  # not clipped to white
+
+    grey = Image.fromarray(np.tile(ramp.astype(np.uint8), (RES, 1))).convert("P")
+    assert grey.mode == "P"
+    data = open_frames(_frame(tmp_path / "palette", grey), tmp_path / "c2", log=messages.append)
+    assert data.channels == 1 and np.abs(data.get([0])[0, 0].astype(int) - ramp).max() <= 1
+
+    rgba = np.zeros((RES, RES, 4), np.uint8)
+    rgba[..., :3], rgba[..., 3] = 200, ramp.astype(np.uint8)  # white-ish, fading in from transparent
+    data = open_frames(_frame(tmp_path / "alpha", Image.fromarray(rgba)), tmp_path / "c3",
+                       log=messages.append)
+    assert data.channels == 3
+    assert np.abs(data.get([0])[0, :, 0].astype(int) - ramp * 200 / 255).max() <= 1  # on black
 
 
 # --- bad frames ------------------------------------------------------------------------------------

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image
@@ -28,3 +31,25 @@ class Recorder:
 
     def snapshot_written(self, **kwargs) -> None:
         self.snapshots.append(kwargs)
+
+
+@contextlib.contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Fail with TimeoutError instead of hanging forever (for tests of code that used to loop endlessly)."""
+
+    def expire(signum, frame):  # noqa: ANN001
+        raise TimeoutError(f"still running after {seconds:g} s")
+
+    old = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def truncate(path: Path, keep: float = 0.5) -> None:
+    """Cut a file short, as a full disk or an unfinished copy leaves it."""
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])

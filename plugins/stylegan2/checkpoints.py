@@ -22,8 +22,9 @@ Checkpoint layout (one ``.safetensors`` file):
 * with several processes, every rank's RNG states: ``rng.torch.rank<r>``, ``rng.cuda.rank<r>``;
 * metadata ``{"format": "cineml-stylegan2", "version": "1", "state": <JSON>}`` where the JSON holds
   ``settings`` (presets.Settings), ``G_kwargs``/``D_kwargs`` (constructor arguments), ``nimg`` (images
-  actually shown), ``snapshot_nimg``/``kimg`` (nominal), ``step``, ``data`` (sampler epoch + cursor),
-  ``world`` (processes that trained), ``created`` (unix time).
+  actually shown), ``snapshot_nimg``/``kimg`` (nominal), ``step``, ``data`` (sampler ``epoch``,
+  ``cursor`` and ``size``, and the ``frames`` count), ``world`` (processes that trained), ``created``
+  (unix time).
 """
 
 from __future__ import annotations
@@ -79,17 +80,30 @@ def list_checkpoints(folder: Path) -> list[Path]:
     return sorted(found, key=lambda p: parse_kimg(p.name) or 0.0)
 
 
-def find_checkpoint(path: Path) -> Path:
-    """A checkpoint file, or the latest one in a folder (a finished or running training output)."""
+class UnreadableCheckpoint(CinemlError):
+    """A checkpoint file that cannot be read (cut short, or not safetensors); ``reason`` says why."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"Checkpoint {path.name} in {path.parent} is damaged or incomplete ({reason}); a full disk "
+                         "or an unfinished copy can do this. Delete it (or move it away) and use an older "
+                         "checkpoint.")
+        self.path, self.reason = path, reason
+
+
+def find_checkpoint(path: Path, key: str = "resume") -> Path:
+    """A checkpoint file, or the latest one in a folder (a finished or running training output).
+
+    ``key`` is the setting or argument that named ``path``, for the error messages.
+    """
     path = Path(path)
     if path.is_dir():
         found = list_checkpoints(path)
         if not found:
-            raise CinemlError(f"No {CHECKPOINT_PREFIX}*.safetensors checkpoint in {path}; point resume at a "
+            raise CinemlError(f"No {CHECKPOINT_PREFIX}*.safetensors checkpoint in {path}; point {key} at a "
                               "training output folder or at a checkpoint file.")
         return found[-1]
     if not path.is_file():
-        raise CinemlError(f"Checkpoint {path} does not exist; point resume at a training output folder or at a "
+        raise CinemlError(f"Checkpoint {path} does not exist; point {key} at a training output folder or at a "
                           f"{CHECKPOINT_PREFIX}*.safetensors file.")
     return path
 
@@ -113,7 +127,7 @@ def read_state(path: Path) -> dict[str, Any]:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
     except Exception as exc:
-        raise CinemlError(f"{path} is not a readable safetensors checkpoint ({exc}).") from exc
+        raise UnreadableCheckpoint(Path(path), str(exc)) from None
     if meta.get("format") != FORMAT:
         raise CinemlError(f"{path} is not a CineML StyleGAN2 checkpoint (format {meta.get('format')!r}).")
     return json.loads(meta["state"])
@@ -126,10 +140,13 @@ def load_checkpoint(path: Path, prefixes: tuple[str, ...] | None = None,
 
     state = read_state(path)
     tensors = {}
-    with safe_open(str(path), framework="pt", device=str(device)) as f:
-        for key in f.keys():
-            if prefixes is None or key.startswith(prefixes):
-                tensors[key] = f.get_tensor(key)
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
+            for key in f.keys():
+                if prefixes is None or key.startswith(prefixes):
+                    tensors[key] = f.get_tensor(key)
+    except Exception as exc:  # the header read, the data did not
+        raise UnreadableCheckpoint(Path(path), str(exc)) from None
     return tensors, state
 
 

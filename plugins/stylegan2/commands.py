@@ -33,13 +33,17 @@ def add_commands(cli: click.Group) -> None:
     @click.option("-o", "--output", "output", type=click.Path(dir_okay=False, path_type=Path),
                   help="Checkpoint to write (default: FILE with the suffix .safetensors).")
     @click.option("--no-d", "no_d", is_flag=True, help="Import the generators only (skip the discriminator).")
-    def import_(file: Path, output: Path | None, no_d: bool) -> None:
+    @click.option("--force", is_flag=True, help="Overwrite the output file if it exists.")
+    def import_(file: Path, output: Path | None, no_d: bool, force: bool) -> None:
         """Convert a StyleGAN2-ADA .pkl or rosinality .pt into a CineML checkpoint, running nothing from it."""
         from .legacy import import_network, write_checkpoint
 
         output = output or file.with_suffix(".safetensors")
         if output.resolve() == file.resolve():
             raise CinemlError(f"-o {output} would overwrite the file being imported; choose another name.")
+        if output.exists() and not force:
+            raise CinemlError(f"{output} already exists; choose another name with -o, or add --force to "
+                              "overwrite it.")
         imported = import_network(file, with_d=not no_d)
         write_checkpoint(imported, output)
         g = imported.G_ema
@@ -64,11 +68,15 @@ def add_commands(cli: click.Group) -> None:
         from . import checkpoints as ckpt
         from .legacy import import_network, is_foreign
 
-        output = output if output.suffix == ".safetensors" else output.with_name(output.name + ".safetensors")
+        if output.suffix.lower() != ".safetensors":
+            output = output.with_name(output.name + ".safetensors")
         if checkpoint.is_file() and is_foreign(checkpoint):
             tensors, state = import_network(checkpoint).checkpoint()
         else:
-            source = ckpt.find_checkpoint(checkpoint)
+            source = ckpt.find_checkpoint(checkpoint, "CHECKPOINT")
+            if output.resolve() == source.resolve():
+                raise CinemlError(f"-o {output} would overwrite the checkpoint being exported (and drop its "
+                                  "training state); choose another name.")
             tensors, state = ckpt.load_checkpoint(source, ("G.", "D.", "G_ema."))
             state = {k: v for k, v in state.items() if k in ("settings", "G_kwargs", "D_kwargs", "nimg",
                                                                  "snapshot_nimg", "kimg", "imported")}

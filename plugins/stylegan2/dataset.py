@@ -3,8 +3,9 @@
 A 13-minute film at 512x512 is ~18,000 frames (~14 GB as raw pixels), so frames are never all held
 in RAM: they are decoded (in parallel threads) into ``<output>/dataset-cache.u8``, an [N, C, H, W]
 uint8 array that the OS pages in as batches are drawn. A small JSON fingerprint beside it lets an
-interrupted run reuse the cache. Grayscale frames (every frame in an 'L'-type mode) train a
-1-channel network.
+interrupted run reuse the cache. Frames are read through ``cineml.imaging.flatten`` (16-bit scaled to
+8, alpha composited on black, grey palettes kept grey); when every frame flattens to greyscale ('L')
+the network gets 1 channel.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ import numpy as np
 from PIL import Image
 
 from cineml import CinemlError, atomic_path
+from cineml.imaging import flatten
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 CACHE_NAME = "dataset-cache.u8"
 CACHE_INFO = "dataset-cache.json"
 LETTERBOX_HINT = ('Add a letterbox step to the manifest ([[preprocess]] use = "letterbox") so every frame is padded '
@@ -38,7 +39,10 @@ def list_frames(folder: Path) -> list[Path]:
 
 
 def inspect_frames(files: list[Path], folder: Path) -> tuple[int, int]:
-    """Check every frame's header (no decoding): same square power-of-two size. Returns (resolution, channels)."""
+    """Check every frame: same square power-of-two size. Returns (resolution, channels).
+
+    Only headers are read for plain 'L'/'RGB' frames; other modes are decoded to see what they flatten to.
+    """
     if not files:
         raise CinemlError(f"The frames folder {folder} holds no images (expected 000001.png, 000002.png, ...). "
                           "Run the extract stage first, or check that [extract] wrote frames there.")
@@ -46,7 +50,7 @@ def inspect_frames(files: list[Path], folder: Path) -> tuple[int, int]:
     for path in files:
         try:
             with Image.open(path) as im:
-                size, mode = im.size, im.mode
+                size, mode = im.size, flatten(im).mode
         except Exception as exc:  # PIL raises many types for a broken file
             raise CinemlError(f"Frame {path} cannot be read as an image ({exc}); delete it or re-run the "
                               "extract stage.") from exc
@@ -63,7 +67,7 @@ def inspect_frames(files: list[Path], folder: Path) -> tuple[int, int]:
             raise CinemlError(f"Frame {path.name} in {folder} is {size[0]}x{size[1]} but {first.name} is "
                               f"{size0[0]}x{size0[1]}: every frame must have the same size. Re-run the extract "
                               f"stage so all frames come from the same settings. {LETTERBOX_HINT}")
-        gray = gray and mode in GRAY_MODES
+        gray = gray and mode == "L"
     return size0[0], 1 if gray else 3
 
 
@@ -81,8 +85,8 @@ def hash_list(items: list) -> str:
 
 def _decode(path: Path, channels: int, resolution: int) -> np.ndarray:
     with Image.open(path) as im:
-        im = im.convert("L" if channels == 1 else "RGB")
-        arr = np.asarray(im, dtype=np.uint8)
+        im = flatten(im)
+        arr = np.asarray(im if channels == 1 else im.convert("RGB"), dtype=np.uint8)
     if arr.shape[:2] != (resolution, resolution):
         raise CinemlError(f"Frame {path} decoded to {arr.shape[1]}x{arr.shape[0]}, expected "
                           f"{resolution}x{resolution}; re-run the extract stage.")
@@ -134,7 +138,8 @@ def open_frames(folder: Path, cache_dir: Path, mirror: bool = False,
         if same and cache.stat().st_size == int(np.prod(shape)):
             return FrameDataset(np.memmap(cache, dtype=np.uint8, mode="r", shape=shape), mirror)
     gray = " grayscale" if channels == 1 else ""
-    log(f"Reading {len(files)}{gray} frames of {resolution}x{resolution} from {folder} into {cache.name}")
+    plural = "s" if len(files) != 1 else ""
+    log(f"Reading {len(files)}{gray} frame{plural} of {resolution}x{resolution} from {folder} into {cache.name}")
     info_path.unlink(missing_ok=True)
     cache_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(cache) as tmp:

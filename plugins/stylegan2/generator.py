@@ -15,9 +15,10 @@ import contextlib
 import json
 import math
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
@@ -31,6 +32,8 @@ NOISE_MODES = ("const", "random", "none")
 _RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
 _WALK_KEYS = {"keyframes": "0-7", "seconds": 8.0, "fps": 12.0, "space": "w", "interpolation": "cubic"}
 _MIXING_KEYS = {"rows": "0-3", "columns": "10-13", "layers": "0-6"}
+MIXING_LAYERS = 7  # default: style layers 0-6 (coarse and middle), or all of a smaller network's
+MARKER = ".network.json"  # which network file the stills in an output folder were drawn from
 
 
 # --- Option parsing --------------------------------------------------------------------------------
@@ -116,7 +119,10 @@ def parse_walk(value: Any, key: str = "generate.walk") -> WalkSpec | None:
 class MixingSpec:
     rows: list[int]
     columns: list[int]
-    layers: list[int]
+    layers: list[int] | None  # None: the default, layers 0-6 clamped to the network's num_ws
+
+    def layers_for(self, num_ws: int) -> list[int]:
+        return list(range(min(MIXING_LAYERS, num_ws))) if self.layers is None else self.layers
 
 
 def parse_mixing(value: Any, key: str = "generate.mixing") -> MixingSpec | None:
@@ -129,8 +135,8 @@ def parse_mixing(value: Any, key: str = "generate.mixing") -> MixingSpec | None:
     if unknown:
         raise CinemlError(f"{key}.{unknown[0]}: unknown key; mixing takes {', '.join(_MIXING_KEYS)}.")
     v = {**_MIXING_KEYS, **value}
-    return MixingSpec(parse_seeds(v["rows"], f"{key}.rows"), parse_seeds(v["columns"], f"{key}.columns"),
-                      parse_seeds(v["layers"], f"{key}.layers", limit=63))
+    layers = parse_seeds(value["layers"], f"{key}.layers", limit=63) if "layers" in value else None
+    return MixingSpec(parse_seeds(v["rows"], f"{key}.rows"), parse_seeds(v["columns"], f"{key}.columns"), layers)
 
 
 def _check(parse: Any) -> Any:
@@ -183,7 +189,52 @@ def load_checkpoint_generator(path: Path) -> tuple[Any, float | None]:
     return G, kimg if kimg is not None else state.get("kimg")
 
 
-def load_network(snapshot: Any, train_dir: Path | None, root: Path, key: str = "generate.snapshot") -> Loaded:
+def interrupted_training(root: Path) -> Path | None:
+    """The staging folder of an interrupted training with the newest checkpoint, if any.
+
+    The engine publishes ``train/`` only when the stage finishes; until then its checkpoints sit in
+    ``.cineml/staging/train-*/`` (see cineml.pipeline).
+    """
+    from . import checkpoints as ckpt
+
+    newest: tuple[int, Path] | None = None
+    for folder in (Path(root) / ".cineml" / "staging").glob("train-*"):
+        found = ckpt.list_checkpoints(folder)
+        if found and (newest is None or found[-1].stat().st_mtime_ns > newest[0]):
+            newest = (found[-1].stat().st_mtime_ns, folder)
+    return None if newest is None else newest[1]
+
+
+def _no_checkpoint(snapshot: Any, train_dir: Path | None, root: Path, key: str) -> CinemlError:
+    staged = interrupted_training(root)
+    if staged is not None:
+        rel = staged.relative_to(root) if staged.is_relative_to(root) else staged
+        return CinemlError(
+            f"{key} = {snapshot!r}: there is no checkpoint in the training folder {train_dir}, but an interrupted "
+            f"training left checkpoints in {rel}. Sample those with -S {key}={rel} (or run the train stage again "
+            "to finish it).")
+    return CinemlError(f"{key} = {snapshot!r}: there is no checkpoint in the training folder {train_dir}. "
+                       "Run the train stage first, or set snapshot to a checkpoint or .pkl path.")
+
+
+def _load_latest(found: list[Path], key: str, warn: Callable[[str], None]) -> tuple[Any, float | None, Path]:
+    """The newest checkpoint that reads; a damaged newer one is skipped with a warning."""
+    from . import checkpoints as ckpt
+
+    for i in reversed(range(len(found))):
+        try:
+            return (*load_checkpoint_generator(found[i]), found[i])
+        except ckpt.UnreadableCheckpoint as exc:
+            if i == 0:
+                raise CinemlError(f"{key} = \"latest\": {exc} No older checkpoint is left in {found[i].parent}; "
+                                  "run the train stage again, or set snapshot to another network.") from None
+            warn(f"{key} = \"latest\": checkpoint {found[i].name} is damaged ({exc.reason}); sampling the older "
+                 f"{found[i - 1].name} instead. Delete the damaged file, or run the train stage again.")
+    raise AssertionError("unreachable: found is not empty")
+
+
+def load_network(snapshot: Any, train_dir: Path | None, root: Path, key: str = "generate.snapshot",
+                 warn: Callable[[str], None] = print) -> Loaded:
     """``"latest"`` | kimg number | path (checkpoint, training folder, or a .pkl / .pt to import)."""
     from . import checkpoints as ckpt
     from .legacy import import_network, is_foreign
@@ -191,21 +242,19 @@ def load_network(snapshot: Any, train_dir: Path | None, root: Path, key: str = "
     if isinstance(snapshot, str) and re.fullmatch(r"\s*\d+(\.\d+)?\s*", snapshot):
         snapshot = float(snapshot)
     if snapshot == "latest" or isinstance(snapshot, (int, float)) and not isinstance(snapshot, bool):
-        if train_dir is None or not ckpt.list_checkpoints(Path(train_dir)):
-            raise CinemlError(f"{key} = {snapshot!r}: there is no checkpoint in the training folder {train_dir}. "
-                              "Run the train stage first, or set snapshot to a checkpoint or .pkl path.")
-        found = ckpt.list_checkpoints(Path(train_dir))
+        found = ckpt.list_checkpoints(Path(train_dir)) if train_dir is not None else []
+        if not found:
+            raise _no_checkpoint(snapshot, train_dir, root, key)
         if snapshot == "latest":
-            path = found[-1]
-        else:
-            match = [p for p in found if abs((ckpt.parse_kimg(p.name) or -1) - float(snapshot)) < 1e-6]
-            if not match:
-                have = ", ".join(f"{ckpt.parse_kimg(p.name):g}" for p in found)
-                raise CinemlError(f"{key} = {snapshot!r}: no checkpoint at that kimg in {train_dir}; "
-                                  f"there are: {have}. Use one of those, or \"latest\".")
-            path = match[0]
-        G, kimg = load_checkpoint_generator(path)
-        return Loaded(G, path, kimg, "cineml")
+            G, kimg, path = _load_latest(found, key, warn)
+            return Loaded(G, path, kimg, "cineml")
+        match = [p for p in found if abs((ckpt.parse_kimg(p.name) or -1) - float(snapshot)) < 1e-6]
+        if not match:
+            have = ", ".join(f"{ckpt.parse_kimg(p.name):g}" for p in found)
+            raise CinemlError(f"{key} = {snapshot!r}: no checkpoint at that kimg in {train_dir}; "
+                              f"there are: {have}. Use one of those, or \"latest\".")
+        G, kimg = load_checkpoint_generator(match[0])
+        return Loaded(G, match[0], kimg, "cineml")
     if not isinstance(snapshot, str):
         raise CinemlError(f"{key} = {snapshot!r} must be \"latest\", a kimg number, or a path.")
     path = Path(snapshot).expanduser()
@@ -215,7 +264,7 @@ def load_network(snapshot: Any, train_dir: Path | None, root: Path, key: str = "
     if path.is_file() and is_foreign(path):
         imported = import_network(path, with_d=False)
         return Loaded(imported.G_ema, path, None, imported.format)
-    path = ckpt.find_checkpoint(path)
+    path = ckpt.find_checkpoint(path, key)
     G, kimg = load_checkpoint_generator(path)
     return Loaded(G, path, kimg, "cineml")
 
@@ -400,14 +449,15 @@ def mixing_grid(G: Any, spec: MixingSpec, psi: float, cutoff: int | None, noise_
     """
     import torch
 
-    bad = [i for i in spec.layers if i >= G.num_ws]
+    layers = spec.layers_for(G.num_ws)
+    bad = [i for i in layers if i >= G.num_ws]
     if bad:
         raise CinemlError(f"generate.mixing.layers names layer {bad[0]}, but this network has {G.num_ws} style "
                           f"layers (0 to {G.num_ws - 1}).")
     wr = map_seeds(G, spec.rows, psi, cutoff, class_index, device)
     wc = map_seeds(G, spec.columns, psi, cutoff, class_index, device)
     mixed = wr.unsqueeze(1).repeat(1, len(spec.columns), 1, 1)  # [R, C, num_ws, w_dim]
-    mixed[:, :, spec.layers] = wc.unsqueeze(0)[:, :, spec.layers]
+    mixed[:, :, layers] = wc.unsqueeze(0)[:, :, layers]
     ws = torch.cat([wc, wr, mixed.flatten(0, 1)])
     seeds = list(spec.columns) + list(spec.rows) + [r for r in spec.rows for _ in spec.columns]
     tiles = list(synthesize(G, ws, noise_mode, batch, seeds, bar))
@@ -448,10 +498,10 @@ class StyleGAN2Generator(Generator):
                help="Per-pixel noise: \"const\" (the network's fixed maps), \"random\" (grain drawn from each image's "
                     "own seed, or a walk frame's number, so it does not depend on the batch), \"none\"."),
         Option("class_index", int, None, min=0, help="Class to draw, for conditional networks only."),
-        Option("batch", int, None, min=1,
+        Option("batch", int, None, min=1, continues=True,
                help="Images per forward pass (default: 1 on the CPU, where batching measured slower "
                     "(benchmarks/generate.py); 8 on a GPU)."),
-        Option("device", str, "auto", choices=("auto", "cpu", "cuda"),
+        Option("device", str, "auto", continues=True, choices=("auto", "cpu", "cuda"),
                help="\"auto\" uses a CUDA GPU when PyTorch sees one, else the CPU."),
         Option("walk", dict, None, check=_check(lambda v: parse_walk(v, "walk")),
                help="A looping latent walk into walk/000001.png...: { keyframes = \"0-7\", seconds = 8, fps = 12, "
@@ -460,7 +510,8 @@ class StyleGAN2Generator(Generator):
                     "so the first frame is not repeated at the end and the video loops without a seam."),
         Option("mixing", dict, None, check=_check(lambda v: parse_mixing(v, "mixing")),
                help="A style-mixing grid mixing.png: { rows = \"0-3\", columns = \"10-13\", layers = \"0-6\" } "
-                    "(cell = row seed with the column seed's styles at those layers)."),
+                    "(cell = row seed with the column seed's styles at those layers; without layers, 0-6 or as "
+                    "many as a small network has)."),
     )
 
     def generate(self, ctx: StageContext) -> None:
@@ -482,13 +533,14 @@ def generate(ctx: StageContext) -> None:
     device = pick_device(o["device"])
     batch = int(o["batch"] or (8 if device.type == "cuda" else 1))
     train_dir = ctx.inputs.get("train")
-    net = load_network(o["snapshot"], Path(train_dir) if train_dir else None, ctx.project.root)
+    net = load_network(o["snapshot"], Path(train_dir) if train_dir else None, ctx.project.root, warn=ctx.warn)
     G = net.G.to(device).eval().requires_grad_(False)
     if G.c_dim == 0 and class_index is not None:
         ctx.warn("generate.class_index is set but this network is unconditional; ignoring it.")
         class_index = None
     out = Path(ctx.output)
     out.mkdir(parents=True, exist_ok=True)
+    keep_only_work_of(out, net.path, ctx.log)
     kimg = f", {net.kimg:g} kimg" if net.kimg is not None else ""
     ctx.log(f"Sampling {net.path.name}{kimg} ({G.img_resolution}x{G.img_resolution}, {G.img_channels} channel"
             f"{'s' if G.img_channels > 1 else ''}) on {device.type}.")
@@ -517,9 +569,37 @@ def generate(ctx: StageContext) -> None:
                 grid = mixing_grid(G, mixing, psi, cutoff, noise_mode, batch, class_index, device, bar)
             save_png(grid, out / "mixing.png")
             record["mixing"] = {"file": "mixing.png", "rows": mixing.rows, "columns": mixing.columns,
-                                "layers": mixing.layers, "psi": psi, "cutoff": cutoff, "noise_mode": noise_mode}
+                                "layers": mixing.layers_for(G.num_ws), "psi": psi, "cutoff": cutoff,
+                                "noise_mode": noise_mode}
     with atomic_path(out / "generated.json") as tmp:
         tmp.write_text(json.dumps(record, indent=1))
+
+
+def network_marker(path: Path) -> dict[str, Any]:
+    """What identifies the network file images are drawn from: a new file at the same path differs."""
+    st = Path(path).stat()
+    return {"path": str(Path(path).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def keep_only_work_of(out: Path, network: Path, log: Callable[[str], None]) -> None:
+    """Resume only images drawn from the same network file: delete stills, walk/ and mixing.png left by
+    another one (or by a run that predates the marker), then record ``network`` in ``out/.network.json``."""
+    marker, now = out / MARKER, network_marker(network)
+    try:
+        before = json.loads(marker.read_text())
+    except FileNotFoundError:
+        before = None
+    except ValueError:  # a damaged marker says nothing: start over
+        before = {}
+    old = [*out.glob("seed*.png"), *(p for p in (out / "walk", out / "mixing.png") if p.exists())]
+    if old and before != now:
+        log(f"Deleting {len(old)} earlier output(s) in {out.name}: they were drawn from "
+            f"{'another network file' if before else 'an unrecorded network'}.")
+        for p in old:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    if before != now:
+        with atomic_path(marker) as tmp:
+            tmp.write_text(json.dumps(now))
 
 
 def still_name(seed: int) -> str:

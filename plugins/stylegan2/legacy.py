@@ -456,7 +456,15 @@ def _torch_load(path: Path) -> Any:
             return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CinemlError(f"{path} could not be read as a plain PyTorch checkpoint ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else ''}). {_REFUSED}") from None
+                          f"{_torch_reason(exc)}). {_REFUSED}") from None
+
+
+def _torch_reason(exc: Exception) -> str:
+    """The line of a torch.load error that says what was wrong, without its terminal colours or its advice
+    to load with ``weights_only=False`` (which would run whatever the file holds)."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(exc).splitlines()]
+    useful = [line for line in lines if line and "weights_only" not in line]
+    return useful[0] if useful else "unreadable"
 
 
 def import_rosinality(path: Path, data: Any = None) -> Imported:
@@ -559,16 +567,21 @@ def _check_rosinality_filters(sd: dict[str, Any], log_size: int, path: Path, lab
 # --- Entry points ----------------------------------------------------------------------------------
 
 
+# torch.save's pre-1.6 (non-zip) files open with a pickled magic number: PROTO 2, LONG1 of 10 bytes.
+_TORCH_LEGACY_HEAD = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+
+
 def import_network(path: str | Path, with_d: bool = True) -> Imported:
-    """Import a .pkl (stylegan2-ada-pytorch) or .pt (rosinality) file, by content and suffix."""
+    """Import a StyleGAN2-ADA pickle or a rosinality checkpoint, told apart by content, not by suffix
+    (a renamed file still goes to the right safe reader)."""
     path = Path(path)
     if not path.is_file():
         raise CinemlError(f"{path}: no such file. Give the path to a network-snapshot .pkl or a .pt checkpoint.")
     with open(path, "rb") as f:
-        head = f.read(4)
-    if head.startswith(b"PK") or path.suffix.lower() in TORCH_SUFFIXES:
+        head = f.read(len(_TORCH_LEGACY_HEAD))
+    if head.startswith(b"PK") or head == _TORCH_LEGACY_HEAD:  # torch.save's zip, or its pre-1.6 format
         return import_rosinality(path)
-    if path.suffix.lower() in PICKLE_SUFFIXES or head[:1] == b"\x80":
+    if head[:1] == b"\x80" or path.suffix.lower() in PICKLE_SUFFIXES:
         return import_pickle(path, with_d=with_d)
     raise CinemlError(f"{path}: unknown network format (expected a .pkl network pickle or a .pt checkpoint).")
 

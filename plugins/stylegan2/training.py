@@ -75,17 +75,17 @@ class Sampler:
     def take(self, count: int) -> np.ndarray:
         out = []
         while count > 0:
-            perm = self._permutation()
-            part = perm[self.cursor:self.cursor + count]
+            if self.cursor >= self.size:  # a pass is over (or the frames folder shrank since the checkpoint)
+                self.epoch, self.cursor = self.epoch + 1, 0
+            part = self._permutation()[self.cursor:self.cursor + count]
             out.append(part)
             count -= len(part)
             self.cursor += len(part)
-            if self.cursor == self.size:
-                self.epoch, self.cursor = self.epoch + 1, 0
         return np.concatenate(out)
 
     def state(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "cursor": self.cursor}
+        """Saved in checkpoints with ``size``, so a resumed run can tell that the frames changed."""
+        return {"epoch": self.epoch, "cursor": self.cursor, "size": self.size}
 
 
 def to_uint8_grid(images: torch.Tensor, grid: tuple[int, int]) -> Image.Image:
@@ -123,6 +123,20 @@ def memory_mb(device: torch.device) -> float:
 
 
 # --- The training state ---------------------------------------------------------------------------
+
+
+TRAINING_TENSORS = ("loss.pl_mean", "rng.torch")  # what a resumable checkpoint holds beyond the networks
+TRAINING_STATE = ("settings", "nimg", "step", "snapshot_nimg", "data")
+
+
+def require_training_state(tensors: dict[str, torch.Tensor], state: dict[str, Any], where: str) -> None:
+    """Refuse to continue from a networks-only file (``cineml export``/``import`` output) with a clear error."""
+    missing = [k for k in TRAINING_TENSORS if k not in tensors] + [k for k in TRAINING_STATE if k not in state]
+    if missing:
+        raise CinemlError(
+            f"{where} holds networks only (no {missing[0]}; `cineml export` and `cineml import` write such "
+            "files), so this training cannot continue from it. Move it out of the training folder, or use it "
+            "as [train] resume = \"...\" to start a new training from its weights.")
 
 
 class TrainingLoop:
@@ -173,6 +187,7 @@ class TrainingLoop:
         self.nimg = 0  # images shown so far (all ranks together)
         self.step_idx = 0
         self.snapshot_nimg = 0  # nominal image count of the last snapshot
+        self.frames_changed: tuple[int, int] | None = None  # (then, now) frame counts when resuming on a new set
         self._seed_rank(0)
         self.metric_cache: dict[str, Any] = {}  # real-frame descriptors/features and the feature net
 
@@ -312,7 +327,8 @@ class TrainingLoop:
     def checkpoint_state(self) -> dict[str, Any]:
         return {"settings": self.settings.to_json(), "G_kwargs": self.G.init_kwargs, "D_kwargs": self.D.init_kwargs,
                 "nimg": self.nimg, "snapshot_nimg": self.snapshot_nimg, "kimg": self.snapshot_nimg / 1000,
-                "step": self.step_idx, "data": self.sampler.state(), "world": self.world}
+                "step": self.step_idx, "data": {**self.sampler.state(), "frames": self.dataset.num_frames},
+                "world": self.world}
 
     def load_networks(self, tensors: dict[str, torch.Tensor], names: tuple[str, ...] = ("G", "D", "G_ema"),
                       where: str = "the checkpoint") -> None:
@@ -327,9 +343,10 @@ class TrainingLoop:
                                   f"differences: {', '.join(bad[:4])}); it cannot be loaded.")
             net.load_state_dict(theirs)
 
-    def restore(self, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
-        """Continue exactly where a checkpoint of this run left off."""
-        self.load_networks(tensors)
+    def restore(self, tensors: dict[str, torch.Tensor], state: dict[str, Any], where: str = "the checkpoint") -> None:
+        """Continue exactly where a checkpoint of this run left off (``where`` names it in errors)."""
+        require_training_state(tensors, state, where)
+        self.load_networks(tensors, where=where)
         for name, net, opt in (("G_opt", self.G, self.G_opt), ("D_opt", self.D, self.D_opt)):
             sd = opt.state_dict()
             sd["state"] = {}
@@ -346,7 +363,13 @@ class TrainingLoop:
             self.ada.acc.copy_(tensors["augment.acc"])
         self.nimg, self.step_idx = int(state["nimg"]), int(state["step"])
         self.snapshot_nimg = int(state["snapshot_nimg"])
-        self.sampler = Sampler(len(self.dataset), self.settings.seed, **state["data"])
+        data = state["data"]
+        epoch, cursor = data["epoch"], data["cursor"]
+        if data.get("size", len(self.dataset)) != len(self.dataset):  # frames added or deleted: a fresh pass
+            epoch, cursor = epoch + 1, 0
+            if data.get("frames", self.dataset.num_frames) != self.dataset.num_frames:
+                self.frames_changed = (int(data["frames"]), self.dataset.num_frames)
+        self.sampler = Sampler(len(self.dataset), self.settings.seed, epoch, cursor)
         same_world = int(state.get("world", 1)) == self.world
         if self.rank == 0:
             torch.set_rng_state(tensors["rng.torch"])
@@ -403,6 +426,39 @@ def _check_compatible(settings: Settings, saved: dict[str, Any], path: Path, war
     if changed:
         warn("Continuing the interrupted training with changed settings: "
              + ", ".join(f"{k} {saved.get(k)} -> {now[k]}" for k in changed) + ".")
+
+
+def _newest_readable(out: Path, warn: Callable[[str], None]) -> tuple[Path, dict, dict] | None:
+    """(path, tensors, state) of the newest checkpoint in ``out`` that reads, or None when there is none.
+
+    A damaged one (cut short by a full disk, a copy that did not finish) is renamed ``<name>.damaged``
+    with a warning, and the one before it is used.
+    """
+    found = ckpt.list_checkpoints(out)
+    for path in reversed(found):
+        try:
+            return (path, *ckpt.load_checkpoint(path))
+        except ckpt.UnreadableCheckpoint as exc:
+            damaged = path.with_name(path.name + ".damaged")
+            path.replace(damaged)
+            older = [p for p in found if p.exists()]
+            if not older:
+                raise CinemlError(
+                    f"Checkpoint {path.name} is damaged ({exc.reason}) and no older checkpoint is left "
+                    f"to continue from. It was renamed to {damaged.name}; running again starts this training "
+                    "over (set [train] resume to another network to start from it instead).") from None
+            warn(f"Checkpoint {path.name} is damaged ({exc.reason}); renamed it to {damaged.name} and continuing "
+                 f"from {older[-1].name}.")
+    return None
+
+
+def _name_checkpoint(path: Path, previous: Path | None) -> str:
+    """``Checkpoint <path>``, plus the published file it was copied from when the run continues in a staging
+    folder (moving only that one away would leave the copy the trainer reads)."""
+    copied = previous / path.name if previous is not None else None
+    if copied is None or not copied.exists() or copied.parent.resolve() == path.parent.resolve():
+        return f"Checkpoint {path}"
+    return f"Checkpoint {path} (a copy of {copied}: move both)"
 
 
 def _trim_stats(path: Path, nimg: int) -> None:
@@ -565,13 +621,14 @@ def _train(ctx: StageContext, sync: Sync, device: torch.device) -> TrainingLoop:
     # Rank 0 decides what to continue from and shares it (other machines may not see its files).
     plan: dict[str, Any] = {"kind": None, "arch_from": None, "arch_source": "", "tensors": None, "state": None}
     if main:
-        own = ckpt.list_checkpoints(out)
+        own = _newest_readable(out, ctx.warn)
         saved = None
-        if own:
-            tensors, state = ckpt.load_checkpoint(own[-1])
-            plan.update(kind="resume", tensors=tensors, state=state, path=own[-1])
+        if own is not None:
+            path, tensors, state = own
+            require_training_state(tensors, state, _name_checkpoint(path, ctx.previous))  # before its settings
+            plan.update(kind="resume", tensors=tensors, state=state, path=path)
             saved = state["settings"]
-            plan["arch_source"] = f"the interrupted run's checkpoint {own[-1]}"
+            plan["arch_source"] = f"the interrupted run's checkpoint {path}"
         elif opts.get("resume"):
             tensors, state = _load_transfer_source(Path(opts["resume"]), dataset, opts["resume"])
             plan.update(kind="transfer", tensors=tensors, state=state)
@@ -588,7 +645,11 @@ def _train(ctx: StageContext, sync: Sync, device: torch.device) -> TrainingLoop:
     if plan["kind"] == "resume":
         if main:
             _check_compatible(settings, state["settings"], plan["path"], ctx.warn)
-        loop.restore(tensors, state)
+        loop.restore(tensors, state, where=f"Checkpoint {plan['path']}")
+        if main and loop.frames_changed:
+            then, now = loop.frames_changed
+            ctx.warn(f"The frames folder now has {now} frames, {then} when this run started; continuing on the "
+                     "new set.")
         log(f"Resuming training from {plan['path'].name} at {loop.nimg / 1000:g} kimg.")
     elif plan["kind"] == "transfer":
         if not any(k.startswith("G.") for k in tensors):  # imported files may hold only the EMA generator
