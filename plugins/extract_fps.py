@@ -39,12 +39,24 @@ from .ffmpeg import (DecodeStats, Ffmpeg, VideoInfo, audio_end, decode_stats, di
 
 Chain = Sequence[tuple[Preprocessor, dict[str, Any]]]
 RENUMBERING = ".renumbering"  # marker: frames are being renumbered; if found on resume, redo
+PREROLL = 10.0  # seconds decoded before ``start`` and trimmed off, so inexact seeks still land before it
+
+
+def parse_rate(value: float | str) -> Fraction | None:
+    """12, 23.976, "24000/1001" -> an exact rate; None for "source" or anything that is not a rate."""
+    try:
+        rate = Fraction(str(value).strip()).limit_denominator(1_000_000)
+    except (ValueError, ZeroDivisionError):
+        return None
+    return rate if rate > 0 else None
 
 
 def check_fps(value: float | str) -> str | None:
+    if value == "source" or parse_rate(value) is not None:
+        return None
     if isinstance(value, str):
-        return None if value == "source" else f"{value!r}: use a number of frames per second or \"source\""
-    return None if value > 0 else f"{value} must be more than 0 frames per second"
+        return f"{value!r}: use frames per second (12, 23.976 or \"24000/1001\") or \"source\""
+    return f"{value} must be more than 0 frames per second"
 
 
 def jpeg_qscale(quality: int) -> int:
@@ -73,6 +85,8 @@ class FpsExtractor(Extractor):
         Option("end", float, None, "last second of the film to use (default: its end)", min=0),
         Option("format", str, "jpg", "image format of the frames", choices=("jpg", "png", "webp")),
         Option("quality", int, 90, "JPEG/WebP quality (90 is ffmpeg -q:v 2)", min=1, max=100),
+        Option("deinterlace", str, "auto", "join the two fields of interlaced video (DVD, broadcast) with "
+               "bwdif: auto when ffmpeg reports a field order, on, or off", choices=("auto", "on", "off")),
     )
 
     def extract(self, ctx: StageContext, chain: Chain) -> None:
@@ -92,15 +106,24 @@ class Job:
         opts = ctx.options
         self.fps: float | str = opts.get("fps", 12)
         self.source_rate = self.fps == "source"
+        self.rate = None if self.source_rate else parse_rate(self.fps)  # exact: "24000/1001" works
         self.start = float(opts.get("start") or 0.0)
         self.end = opts.get("end")
         self.ext = opts.get("format", "jpg")
         self.quality = int(opts.get("quality", 90))
         self.out = Path(ctx.output)
         self._check_range()
-        self.input_args = (["-ss", f"{self.start:.6f}"] if self.start else []) + \
+        # Seek a little before start, then trim to it inside the graph: MPEG-TS seeks land on the next
+        # keyframe *after* the target, which would lose up to a GOP of frames.
+        self.preroll = min(self.start, PREROLL)
+        self.input_args = (["-ss", f"{self.start - self.preroll:.6f}"] if self.start else []) + \
                           (["-to", f"{float(self.end):.6f}"] if self.end is not None else [])
+        mode = opts.get("deinterlace", "auto")  # bwdif's deint: every frame, or those flagged interlaced
+        self.deinterlace = "all" if mode == "on" else "interlaced" if mode == "auto" and info.interlaced else None
         self.filters, self.out_size, self.out_mode = plan_chain(self.chain, info)
+        if self.expected == 0:
+            raise CinemlError(f"[extract] {self.seconds:g} s of {film.name} at fps = {self.fps} gives no frame. Use a "
+                              "higher fps, fps = \"source\", or an earlier start.")
 
     # --- settings -------------------------------------------------------------------------------
 
@@ -122,7 +145,7 @@ class Job:
     @property
     def expected(self) -> int | None:
         """Frames a healthy film gives: fps-filter count, or coded frames for fps="source"."""
-        rate = self.info.fps if self.source_rate else float(self.fps)
+        rate = self.info.fps if self.source_rate else float(self.rate)
         if self.seconds is None or not rate:
             return None
         return fps_frame_count(self.seconds, rate)
@@ -151,10 +174,17 @@ class Job:
         (self.out / RENUMBERING).unlink(missing_ok=True)
 
     def _graph(self, done: int) -> list[str]:
-        rate = Fraction(str(self.fps)).limit_denominator(1_000_000) if not self.source_rate else None
+        graph = []
+        if self.start or self.end is not None:  # exactly [start, end): the pre-roll off, end exclusive
+            span = f":end={self.preroll + float(self.end) - self.start:.6f}" if self.end is not None else ""
+            graph += [f"trim=start={self.preroll:.6f}{span}", f"setpts=PTS-{self.preroll:.6f}/TB"]
+        if self.deinterlace:
+            graph.append(f"bwdif=mode=send_frame:deint={self.deinterlace}")
         # showinfo logs every decoded frame's timestamp (before fps picks from them): the index records
         # the source time each extracted frame really shows, and damage checks need no second pass.
-        graph = ["showinfo=checksum=0"] if rate is None else ["showinfo=checksum=0", f"fps={rate}"]
+        graph.append("showinfo=checksum=0")
+        if self.rate is not None:
+            graph.append(f"fps={self.rate}")
         if done:
             graph.append(f"trim=start_frame={done}")
         return graph
@@ -231,14 +261,15 @@ class Job:
         Returns the source slot of each frame written (0-based, in order).
         """
         slots = list(range(count))
-        if not self.info.fps or self.seconds is None:
-            want, got = None, None
-        else:
-            want = fps_frame_count(self.seconds, self.info.fps)
-            got = len(stats.pts) if self.source_rate else stats.fps_in
-        short = want is not None and got is not None and got < want - max(2, 0.02 * want)
-        if short and not stats.decode_errors and self.info.fps:
-            picture = got / self.info.fps
+        # Short means the decoded frames cover less *time* than the film declares (a frame count times the
+        # nominal rate would call every variable-frame-rate film short).
+        picture = None
+        if stats.pts:
+            last = stats.last_duration or (1 / self.info.fps if self.info.fps else 0.0)
+            picture = max(stats.pts) + last - min(stats.pts)
+        short = (picture is not None and self.seconds is not None
+                 and picture < self.seconds - max(2 / (self.info.fps or 25), 0.02 * self.seconds))
+        if short and not stats.decode_errors:
             sound = audio_end(self.film, self.input_args)
             if sound is not None and sound > picture + 1:  # the soundtrack just runs longer: not damage
                 self.ctx.log(f"{self.film.name}: the picture ends at {picture:.1f} s while the sound runs to "
@@ -246,12 +277,13 @@ class Job:
                 return slots
         if not short and not stats.decode_errors:
             return slots
-        message = (f"{self.film} looks damaged: decoded {got if got is not None else '?'} of "
-                   f"{want if want is not None else '?'} expected source frames "
-                   f"({stats.decode_errors} decode errors), so {count} frames were extracted where "
-                   f"{self.expected} were expected.")
-        if stats.fps_dup and not self.source_rate:
-            total, padded = padded_slots(stats.pts, float(self.fps))
+        covered = f"{picture:.2f} s" if picture is not None else "an unknown part"
+        declared = f"{self.seconds:.2f} s" if self.seconds is not None else "the length"
+        message = (f"{self.film} looks damaged: its {len(stats.pts)} decodable frames cover {covered} of the "
+                   f"{declared} it declares ({stats.decode_errors} decode errors), so {count} frames were "
+                   f"extracted where {self.expected} were expected.")
+        if stats.decode_errors and stats.fps_dup and not self.source_rate:  # holes in the film, not a slow stretch
+            total, padded = padded_slots(stats.pts, float(self.rate), stats.last_duration)
             if padded and total == count:
                 slots = self._drop_padding(count, set(padded))
                 message += (f" {len(padded)} frames that would only repeat the last good frame across "
@@ -283,9 +315,12 @@ class Job:
             exact = len(stats.pts) == len(slots)
             times = (self.start + (stats.pts[k] if exact else k / rate) for k in slots)
         else:  # the source frame each slot shows; nominal slot times if the log does not add up
-            shown = slot_sources(stats.pts, float(self.fps))
+            shown = slot_sources(stats.pts, float(self.rate), stats.last_duration)
             if len(shown) != written:
-                shown = [k / float(self.fps) for k in range(written)]
+                self.ctx.warn(f"{self.film.name}: could not tell which source frame each extracted frame shows "
+                              f"({len(shown)} slots simulated, {written} written); index.json records the "
+                              "nominal times start + k / fps instead.")
+                shown = [k / float(self.rate) for k in range(written)]
             times = (self.start + shown[k] for k in slots)
         header = {
             "count": len(slots),
@@ -320,6 +355,8 @@ def plan_chain(chain: Chain, info: VideoInfo) -> tuple[list[str] | None, tuple[i
     """
     width, height, sar = info.width, info.height, info.sar
     image = Image.new("RGB", display_size(width, height, sar))
+    if not chain and image.size != (width, height):  # no step to take the pixel aspect into account
+        return [f"scale={image.width}:{image.height},setsar=1"], image.size, "RGB"
     filters: list[str] | None = []
     for step, opts in chain:
         fragment = step.ffmpeg_filter(opts, width, height, sar)
@@ -405,13 +442,14 @@ def register_commands(cli: Any) -> None:
     def probe_command(film: Path) -> None:
         """Show what CineML sees in FILM: size, aspect, frame rate, duration, audio."""
         from rich.console import Console
+        from rich.markup import escape
         from rich.table import Table
 
         try:
             info = probe(film)
         except CinemlError as exc:
             raise click.ClickException(str(exc)) from exc
-        table = Table(title=str(film), show_header=False)
+        table = Table(title=escape(str(film)), show_header=False)  # "Films [hd]/..." is a path, not markup
         dur = "unknown" if info.duration is None else f"{info.duration:.2f} s"
         rows = [("container", info.format), ("duration", dur),
                 ("video", f"{info.codec} {info.pix_fmt}".strip()),

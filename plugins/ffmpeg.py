@@ -60,6 +60,7 @@ class VideoInfo:
     audio: list[str] = field(default_factory=list)  # one short description per audio stream
     size_bytes: int = 0
     rotation: int = 0  # display rotation in degrees (phone footage); ffmpeg applies it on decode
+    interlaced: bool = False  # fields ("top first", "bottom first"): a PAL/NTSC DVD, a broadcast recording
 
     @property
     def expected_frames(self) -> int | None:
@@ -231,6 +232,7 @@ def parse_probe(stderr: str, path: Path) -> VideoInfo:
                           f"({video.strip()}). Re-encode it (e.g. to H.264 mp4) and try again.")
     width, height = int(size["w"]), int(size["h"])
     pix_fmt = parts[1].split("(")[0].strip() if len(parts) > 1 and not _SIZE.search(parts[1]) else ""
+    interlaced = bool(len(parts) > 1 and re.search(r"\b(top|bottom)( coded)? first", parts[1]))
     sar_m = _SAR.search(video)
     sar = (int(sar_m["n"]), int(sar_m["d"])) if sar_m else (1, 1)
     if sar[0] == 0 or sar[1] == 0:
@@ -244,7 +246,8 @@ def parse_probe(stderr: str, path: Path) -> VideoInfo:
     fps = _parse_rate(_FPS.search(video)) or _parse_rate(_TBR.search(video))
     return VideoInfo(path=str(path), format=fmt, duration=duration, start=start, codec=codec,
                      pix_fmt=pix_fmt, width=width, height=height, sar=sar, display_width=dw,
-                     display_height=dh, fps=fps, bitrate_kbps=bitrate, audio=audio, rotation=rotation)
+                     display_height=dh, fps=fps, bitrate_kbps=bitrate, audio=audio, rotation=rotation,
+                     interlaced=interlaced)
 
 
 def _error_reason(stderr: str) -> str:
@@ -325,12 +328,14 @@ class DecodeStats:
     fps_out: int | None = None
     fps_dup: int = 0
     pts: list[float] = field(default_factory=list)  # showinfo pts_time of each decoded frame
+    last_duration: float | None = None  # showinfo duration_time of the last one (where the film ends)
 
 
 _DECODED = re.compile(r"Input stream #\d+:\d+ \(video\):.*?(\d+) frames decoded; (\d+) decode errors")
 _FPS_STATS = re.compile(r"Parsed_fps_\d+ @ [^\]]*\] (\d+) frames in, (\d+) frames out; "
                         r"\d+ frames dropped, (\d+) frames duplicated")
-_SHOWINFO = re.compile(r"Parsed_showinfo_\d+ @ [^\]]*\] n:\s*\d+ pts:\s*-?\d+ pts_time:(-?[\d.e+-]+)")
+_SHOWINFO = re.compile(r"Parsed_showinfo_\d+ @ [^\]]*\] n:\s*\d+ pts:\s*-?\d+ pts_time:(-?[\d.e+-]+)"
+                       r"(?:\s+duration:\s*-?\d+\s+duration_time:(-?[\d.e+-]+))?")
 
 
 def decode_stats(lines: Iterable[str]) -> DecodeStats:
@@ -339,6 +344,7 @@ def decode_stats(lines: Iterable[str]) -> DecodeStats:
     for line in lines:
         if m := _SHOWINFO.search(line):
             stats.pts.append(float(m[1]))
+            stats.last_duration = float(m[2]) if m[2] else None
         elif m := _DECODED.search(line):
             stats.decoded, stats.decode_errors = int(m[1]), int(m[2])
         elif (m := _FPS_STATS.search(line)) and (int(m[1]) or stats.fps_in is None):
@@ -361,15 +367,21 @@ def audio_end(film: Path, input_args: Sequence[str]) -> float | None:
     return end or None
 
 
-def slot_sources(pts: Sequence[float], fps: float) -> list[float]:
+def _usual_step(pts: Sequence[float], fps: float) -> float:
+    """The film's usual frame interval (median gap), for a film without logged durations."""
+    gaps = sorted(b - a for a, b in zip(pts, pts[1:]))
+    return gaps[len(gaps) // 2] if gaps else 1 / fps
+
+
+def slot_sources(pts: Sequence[float], fps: float, last: float | None = None) -> list[float]:
     """The source timestamp each output slot of the ``fps`` filter shows, by the filter's own rule:
     slot n shows the last frame whose timestamp, rounded half away to the output rate, is <= n
-    (so at 12 fps from 25 fps film, slot 3 at 0.25 s shows the frame of 0.24 s; ties go later)."""
+    (so at 12 fps from 25 fps film, slot 3 at 0.25 s shows the frame of 0.24 s; ties go later).
+    The film ends ``last`` (the last frame's duration) after its last timestamp."""
     if not pts:
         return []
     pts = sorted(pts)
-    gaps = sorted(b - a for a, b in zip(pts, pts[1:]))
-    step = gaps[len(gaps) // 2] if gaps else 1 / fps
+    step = last if last else _usual_step(pts, fps)
     first, end = round_half_away(pts[0] * fps), round_half_away((pts[-1] + step) * fps)
     shown, j = [], 0
     for n in range(first, end):
@@ -379,7 +391,7 @@ def slot_sources(pts: Sequence[float], fps: float) -> list[float]:
     return shown
 
 
-def padded_slots(pts: Sequence[float], fps: float) -> tuple[int, list[int]]:
+def padded_slots(pts: Sequence[float], fps: float, last: float | None = None) -> tuple[int, list[int]]:
     """Simulate the ``fps`` filter on decoded timestamps; find slots filled only because of a gap.
 
     Returns (slot count, 0-based output slots that repeat the previous frame because the frames
@@ -389,10 +401,9 @@ def padded_slots(pts: Sequence[float], fps: float) -> tuple[int, list[int]]:
     if len(pts) < 2:
         return len(pts), []
     pts = sorted(pts)
-    gaps = sorted(b - a for a, b in zip(pts, pts[1:]))
-    step = gaps[len(gaps) // 2]  # the film's usual frame interval
+    step = _usual_step(pts, fps)
     first = round_half_away(pts[0] * fps)
-    end = round_half_away((pts[-1] + step) * fps)
+    end = round_half_away((pts[-1] + (last or step)) * fps)
     padded = []
     for a, b in zip(pts, pts[1:]):
         if b - a > 1.5 * step:

@@ -116,3 +116,24 @@ def add_sound(film: Path, dst: Path, seconds: float, broken: bool = False, seed:
     ffmpeg("-i", str(film), "-i", str(aac), "-map", "0:v", "-map", "1:a", "-c", "copy", str(dst))
     aac.unlink()
     return dst
+
+
+def coded_film(path: Path, frames: int = 50, rate: float = 25, size: int = 16, vf: str | None = None,
+               extra: tuple[str, ...] = (), codec: tuple[str, ...] = ("-c:v", "libx264", "-qp", "0",
+                                                                      "-preset", "ultrafast")) -> Path:
+    """A film whose frame i is grey level 5 i (mod 256), lossless: an extracted frame's level says which
+    source frame it shows. ``vf`` can retime it (``setpts`` for variable frame rates)."""
+    raw = b"".join(bytes([5 * i % 256]) * (size * size) for i in range(frames))
+    args = ["-f", "rawvideo", "-pix_fmt", "gray", "-s", f"{size}x{size}", "-r", str(rate), "-i", "-"]
+    subprocess.run([FFMPEG, "-hide_banner", "-nostdin", "-v", "error", "-y", *args, *(["-vf", vf] if vf else []),
+                    *codec, *extra, str(path)], input=raw, check=True)
+    return path
+
+
+def source_times(film: Path) -> list[float]:
+    """Every decoded frame's timestamp, as ffmpeg's showinfo reports it."""
+    proc = subprocess.run([FFMPEG, "-hide_banner", "-nostdin", "-i", str(film), "-map", "0:V:0", "-vf", "showinfo",
+                           "-f", "null", "-"], capture_output=True, text=True)
+    import re
+
+    return [float(t) for t in re.findall(r"pts_time:(\S+)", proc.stderr)]

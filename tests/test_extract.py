@@ -20,7 +20,7 @@ from cineml import CinemlError, Preprocessor
 from cineml.testing import make_context
 from cineml_plugins.extract_fps import FpsExtractor, resume_point
 from cineml_plugins.letterbox import Letterbox
-from films import FFMPEG, add_sound, garble, make_film, truncate
+from films import FFMPEG, add_sound, coded_film, garble, make_film, source_times, truncate
 
 EX, LB = FpsExtractor(), Letterbox()
 LB_OPTS = {"size": 64, "fill": "black", "resample": "lanczos", "grayscale": False}
@@ -96,6 +96,69 @@ def test_index_times_are_the_source_frames_really_shown(tmp_path: Path, fps: flo
     assert shown[:3] == {12: [1, 3, 5], 10: [1, 3, 6], 30: [0, 1, 2], 23.976: [0, 1, 2]}[fps]
 
 
+def shown_levels(out: Path) -> list[int]:
+    """Which source frame each extracted frame of a coded film shows (levels wrap at 256)."""
+    index = json.loads((out / "index.json").read_text())
+    return [round(pixels(out / f["file"]).mean() / 5) for f in index["frames"]]
+
+
+@pytest.mark.parametrize("container", ["mkv", "mp4"])
+def test_variable_frame_rate_is_not_damage(tmp_path: Path, container: str) -> None:
+    """Jittered 30 fps with a slow stretch (as phones and screen recorders write): nothing is dropped or
+    called damaged, and every index time is the timestamp of the frame really shown."""
+    expr = "(N/30 + 0.008*sin(N*7.3) + 0.1*clip(N-30,0,3))/TB"
+    film = coded_film(tmp_path / f"vfr.{container}", rate=30, vf=f"settb=1/1000,setpts='{expr}'",
+                      extra=("-fps_mode", "passthrough", "-enc_time_base", "1/1000"))
+    times = source_times(film)
+    for fps in (12, 30, "source"):
+        warns: list[str] = []
+        out = extract(tmp_path, film, f"out-{fps}", fps=fps, format="png", warns=warns)
+        index = json.loads((out / "index.json").read_text())
+        assert warns == [] and index["count"] == (50 if fps == "source" else index["expected"])
+        assert [f["time"] for f in index["frames"]] == pytest.approx([times[i] for i in shown_levels(out)], abs=2e-3)
+
+
+def test_start_in_an_mpeg_ts_lands_on_the_right_frame(tmp_path: Path) -> None:
+    """A TS seek lands on the next keyframe after the target: CineML seeks earlier and trims."""
+    film = coded_film(tmp_path / "cam.ts", frames=100, size=32,
+                      codec=("-c:v", "libx264", "-qp", "0", "-preset", "ultrafast", "-g", "12"))
+    for start, first in ((0.3, 8), (1.0, 25), (1.2, 30)):
+        warns: list[str] = []
+        out = extract(tmp_path, film, f"ts-{start}", fps="source", format="png", start=start, end=2.0, warns=warns)
+        shown = shown_levels(out)  # end is exclusive: frame 50 starts at 2.0 s
+        assert shown[0] == first and shown == list(range(first, 50)) and warns == [], (start, shown[:3], warns)
+
+
+def test_no_preprocess_step_still_shows_square_pixels(tmp_path: Path) -> None:
+    film = make_film(tmp_path / "pal.mp4", frames=5, size=(720, 576), sar="64/45")  # anamorphic 16:9 DVD
+    out = extract(tmp_path, film, "out", format="png")
+    index = json.loads((out / "index.json").read_text())
+    assert Image.open(out / "000001.png").size == (index["width"], index["height"]) == (1024, 576)
+
+
+def test_interlaced_films_are_deinterlaced(tmp_path: Path) -> None:
+    film = tmp_path / "dvd.mkv"
+    subprocess.run([FFMPEG, "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=50",
+                    "-frames:v", "40", "-vf", "tinterlace=mode=interleave_top,setfield=tff", "-c:v", "libx264",
+                    "-flags", "+ildct+ilme", "-x264opts", "tff=1", "-qp", "0", str(film)], check=True)
+
+    def combing(path: Path) -> float:  # odd/even line disagreement against their neighbours
+        a = pixels(path).mean(axis=2)
+        return float(np.abs(a[1:-1] - (a[:-2] + a[2:]) / 2).mean())
+
+    woven = extract(tmp_path, film, "off", deinterlace="off", format="png")
+    joined = extract(tmp_path, film, "auto", format="png")
+    assert combing(joined / "000005.png") < 0.6 * combing(woven / "000005.png")
+
+
+def test_rates_as_fractions_and_too_short_films(tmp_path: Path) -> None:
+    film = make_film(tmp_path / "f.mp4", frames=48, fps=24, size=(64, 48))
+    out = extract(tmp_path, film, "ntsc", fps="24000/1001")
+    assert len(frames(out)) == 48  # 2 s at 23.976
+    with pytest.raises(CinemlError, match=r"at fps = 2 gives no frame\. Use a higher fps"):
+        extract(tmp_path, make_film(tmp_path / "blip.mp4", frames=3, fps=25, size=(64, 48)), "none", fps=2)
+
+
 def test_source_rate_keeps_every_coded_frame_with_real_timestamps(tmp_path: Path) -> None:
     film = make_film(tmp_path / "ntsc.mp4", frames=61, fps="30000/1001", size=(64, 48))
     out = extract(tmp_path, film, "out", fps="source")
@@ -161,11 +224,11 @@ def test_truncated_film_warns_and_is_not_padded(tmp_path: Path) -> None:
     out = extract(tmp_path, truncate(film, tmp_path / "half.mp4"), "out", warns=warns)
     count = len(frames(out))
     assert 15 <= count <= 29  # about half of 48, not 48 with the last frame repeated
-    assert len(warns) == 1 and "half.mp4" in warns[0] and "of 100 expected source frames" in warns[0]
+    assert len(warns) == 1 and "half.mp4 looks damaged" in warns[0] and "of the 4.00 s it declares" in warns[0]
     assert f"{count} frames were extracted where 48 were expected" in warns[0]
     warns.clear()
     out = extract(tmp_path, tmp_path / "half.mp4", "every", warns=warns, fps="source")
-    assert len(frames(out)) < 60 and len(warns) == 1 and "of 100 expected source frames" in warns[0]
+    assert len(frames(out)) < 60 and len(warns) == 1 and "of the 4.00 s it declares" in warns[0]
 
 
 def test_garbage_inside_warns_and_drops_the_padding(tmp_path: Path) -> None:
