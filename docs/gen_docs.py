@@ -109,7 +109,7 @@ def cli_page() -> str:
     def walk(group: click.Group, parent: click.Context, prefix: str) -> None:
         for name in sorted(group.commands):
             command = group.commands[name]
-            sub = click.Context(command, info_name=f"{prefix} {name}", parent=parent, terminal_width=100,
+            sub = click.Context(command, info_name=name, parent=parent, terminal_width=100,  # parents add theirs
                                 max_content_width=100)
             out.extend([f"## `{prefix} {name}`", "", "```", command.get_help(sub), "```", ""])
             if isinstance(command, click.Group):

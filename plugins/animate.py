@@ -144,7 +144,7 @@ class Animation(cineml.Composer):
                "contiguous stretch per tile (e.g. each window plays its own part of a walk)."),
         Option("layout_options", dict, {}, "Options of that layout, as in a layout step."),
         Option("tiles", int, 0, "Images per laid-out frame; 0 asks the layout (its capacity for "
-               "layout_options: columns x rows, bays x floors, frames_per_strip).", min=0),
+               "layout_options: columns x rows, bays x floors; for a filmstrip set its frames_per_strip).", min=0),
         Option("width", int, 0, "Scale frames to this width; 0 keeps the first frame's size.", min=0),
         Option("height", int, 0, "Scale frames to this height; 0 keeps the aspect.", min=0),
         Option("background", (str, list), "black", "Fills bars and padding.", check=color_problem),

@@ -428,6 +428,16 @@ def write_frame(data: bytes, size: tuple[int, int], mode: str, steps: Chain, pat
 # --- hooks ----------------------------------------------------------------------------------------
 
 
+def aspect_name(info: VideoInfo) -> str:
+    """The display aspect ratio as people say it: 4:3, 16:9, 1.85:1."""
+    ratio = info.display_width / info.display_height
+    for name, value in (("4:3", 4 / 3), ("16:9", 16 / 9), ("1:1", 1.0), ("3:2", 1.5), ("5:4", 1.25),
+                        ("9:16", 9 / 16), ("3:4", 0.75)):
+        if abs(ratio - value) < 0.01:
+            return name
+    return f"{ratio:.2f}:1"
+
+
 @hookimpl
 def register_extractors(register: Any) -> None:
     register(FpsExtractor())
@@ -440,7 +450,7 @@ def register_commands(cli: Any) -> None:
     @cli.command("probe")
     @click.argument("film", type=click.Path(path_type=Path))
     def probe_command(film: Path) -> None:
-        """Show what CineML sees in FILM: size, aspect, frame rate, duration, audio."""
+        """Show what CineML sees in FILM: size, aspect ratio, frame rate, field order, duration, audio."""
         from rich.console import Console
         from rich.markup import escape
         from rich.table import Table
@@ -454,11 +464,12 @@ def register_commands(cli: Any) -> None:
         rows = [("container", info.format), ("duration", dur),
                 ("video", f"{info.codec} {info.pix_fmt}".strip()),
                 ("stored size", f"{info.width}x{info.height} (SAR {info.sar[0]}:{info.sar[1]})"),
-                ("display size", f"{info.display_width}x{info.display_height}"),
+                ("display size", f"{info.display_width}x{info.display_height} ({aspect_name(info)})"),
                 ("frame rate", "unknown" if info.fps is None else f"{info.fps:.3f} fps"),
+                ("scan", "interlaced (deinterlaced on extraction)" if info.interlaced else "progressive"),
                 ("frames", str(info.expected_frames or "unknown")),
                 ("at 12 fps", "unknown" if info.duration is None
-                 else f"{fps_frame_count(info.duration, 12)} frames"),
+                 else f"{fps_frame_count(info.duration, 12)} frames (fps = 12 in [extract])"),
                 ("audio", "; ".join(info.audio) or "none")]
         for key, value in rows:
             table.add_row(key, value)

@@ -290,7 +290,7 @@ def _edge_print(strip: Image.Image, draw: ImageDraw.ImageDraw, frames: Sequence[
             draw_text(strip, (cx + tri * 2.4, bottom), code, size=size, fill=ink, anchor="lm")
 
 
-@cineml.layout("filmstrip", options=FILMSTRIP_OPTIONS, capacity=lambda o: o.get("frames_per_strip", 6))
+@cineml.layout("filmstrip", options=FILMSTRIP_OPTIONS)  # no capacity: more images make more strips
 def filmstrip(images: list[Image.Image], orientation: str = "horizontal", frames_per_strip: int = 6,
               frame_width: int = 0, frame_height: int = 0, fit: str = "contain",
               base: Any = "#0d0d0d", background: Any = "#f1efe8", perforations: int = 4,
