@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import glob as _glob
 from glob import escape as glob_escape
 import hashlib
@@ -51,7 +52,8 @@ class PlannedStage:
     run: bool
     reason: str
     output: Path
-    work_key: str = ""  # the fingerprint without ``continues`` options: names the staging folder
+    work_key: str  # the fingerprint without ``continues`` options: names the staging folder
+    continues: bool = False  # only such options changed: start from the previous output
 
 
 def stage_group(stage: str) -> str:
@@ -170,11 +172,14 @@ class Pipeline:
         return images
 
     def _work_key(self, step: Step, material: dict[str, Any]) -> str:
-        """The fingerprint without the options that continue earlier work (``Option(continues=True)``)."""
-        keep = {o.name for o in step.impl.options if o.continues}
-        return _digest({**material, "options": {k: v for k, v in material["options"].items() if k not in keep}})
+        """The fingerprint without the options that continue earlier work (``Option(continues=True)``),
+        and without the files those options name."""
+        free = {o.name for o in step.impl.options if o.continues}
+        options = {k: v for k, v in material["options"].items() if k not in free}
+        inputs = {k: v for k, v in material["inputs"].items() if k.removeprefix("file ") not in free}
+        return _digest({**material, "options": options, "inputs": inputs})
 
-    def _option_files(self, step: Step) -> dict[str, str]:
+    def _option_files(self, step: Step, fingerprint: Callable[[Path], str] = file_fingerprint) -> dict[str, str]:
         """Content fingerprints of files that options name (a checkpoint to sample, a network to resume
         from, a soundtrack): replacing the file at the same path re-runs the step."""
         found = {}
@@ -188,16 +193,15 @@ class Pipeline:
                 continue
             try:
                 if path.is_file():
-                    found[f"file {key}"] = file_fingerprint(path)
+                    found[f"file {key}"] = fingerprint(path)
             except OSError:  # unreadable or a name the file system rejects: the stage will say so
                 continue
         return found
 
-    def _files_digest(self, step: Step) -> str:
-        """What a compose step's glob input matches now: names, sizes and mtimes."""
-        root = self.project.root
-        files = [[_jsonable(p, root), p.stat().st_size, p.stat().st_mtime_ns] for p in self.compose_images(step)]
-        return _digest({"files": files})
+    def _files_digest(self, images: list[Path]) -> str:
+        """What a compose step's glob input matches: names, sizes and mtimes."""
+        stats = [(p, p.stat()) for p in images]
+        return _digest({"files": [[_jsonable(p, self.project.root), st.st_size, st.st_mtime_ns] for p, st in stats]})
 
     def _layout_versions(self, step: Step) -> list[Any] | None:
         """Plugin and version of every layout a step renders: its own (``use = "windows"``) and one named
@@ -235,6 +239,7 @@ class Pipeline:
         root = self.project.root
         fingerprints: dict[str, str] = {}
         changed: set[str] = set()
+        fingerprint_file = functools.cache(file_fingerprint)  # the film feeds several stages: read it once
         selected = _select([s.stage for s in self.project.steps], only, start, stop)
         planned = []
         for step in self.project.steps:
@@ -247,14 +252,14 @@ class Pipeline:
                     if "source" in fingerprints:
                         inputs["source"] = fingerprints["source"]
                     elif self.project.source.is_file():
-                        inputs["source"] = file_fingerprint(self.project.source)
+                        inputs["source"] = fingerprint_file(self.project.source)
                     else:
                         inputs["source"] = "missing"
                 elif up in fingerprints:
                     inputs[up] = fingerprints[up]
             if group == "compose" and step.options["input"] not in NAMED_INPUTS:
-                inputs["files"] = self._files_digest(step)
-            inputs.update(self._option_files(step))
+                inputs["files"] = self._files_digest(self.compose_images(step))
+            inputs.update(self._option_files(step, fingerprint_file))
             material = {
                 "use": step.impl.name, "plugin": step.impl.plugin, "version": step.impl.plugin_version,
                 "options": _jsonable(step.options, root),
@@ -290,9 +295,10 @@ class Pipeline:
             if run:
                 changed.add(step.stage)
             work_key = self._work_key(step, material)
-            if run and previous is not None and previous.get("work_key") == work_key and reason.startswith("changed:"):
+            continues = run and not forced and previous is not None and previous.get("work_key") == work_key
+            if continues:
                 reason += " (continuing from the previous output)"
-            planned.append(PlannedStage(step, fp, material, run, reason, output, work_key))
+            planned.append(PlannedStage(step, fp, material, run, reason, output, work_key, continues))
         return planned
 
     # --- running ---------------------------------------------------------------------------------
@@ -350,7 +356,7 @@ class Pipeline:
 
     def _staging(self, p: PlannedStage) -> Path:
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", p.step.stage)
-        return self.state_dir / "staging" / f"{safe}-{(p.work_key or p.fingerprint)[:16]}"
+        return self.state_dir / "staging" / f"{safe}-{p.work_key[:16]}"
 
     def _context(self, p: PlannedStage, staging: Path) -> StageContext:
         step, project = p.step, self.project
@@ -368,12 +374,13 @@ class Pipeline:
 
     def _run_stage(self, p: PlannedStage) -> float:
         step, project = p.step, self.project
+        images = None
         if "files" in p.material["inputs"]:  # a glob input: upstream stages of this run may have changed it
-            p.material["inputs"]["files"] = self._files_digest(step)
-            p.fingerprint = _digest(p.material)
+            images = self.compose_images(step)
+            p.material["inputs"]["files"] = self._files_digest(images)
+            p.fingerprint, p.work_key = _digest(p.material), self._work_key(step, p.material)
         staging = self._staging(p)
-        previous = self.load_state().get(step.stage, {})
-        if (not staging.exists() and p.output.is_dir() and p.work_key and previous.get("work_key") == p.work_key):
+        if p.continues and not staging.exists() and p.output.is_dir():
             self.log(f"{step.stage}: continuing from {p.output.name}/ (only options that carry on earlier work changed)")
             _link_copy(p.output, staging)
         staging.mkdir(parents=True, exist_ok=True)
@@ -383,7 +390,7 @@ class Pipeline:
         self._notify("stage_started", project=project, stage=step.stage, options=ctx.options)
         started = time.perf_counter()
         try:
-            self._call(step, ctx)
+            self._call(step, ctx, images)
             if not out.exists():
                 raise CinemlError(f"Stage {step.stage} ({step.impl.name}, plugin {step.impl.plugin!r}) finished "
                                   f"without writing its output {out.name}. This is a bug in that plugin.")
@@ -402,7 +409,7 @@ class Pipeline:
         self._notify("stage_finished", project=project, stage=step.stage, output=p.output, seconds=seconds)
         return seconds
 
-    def _call(self, step: Step, ctx: StageContext) -> None:
+    def _call(self, step: Step, ctx: StageContext, images: list[Path] | None = None) -> None:
         group = stage_group(step.stage)
         if group == "source":
             step.impl.make(ctx)
@@ -413,7 +420,7 @@ class Pipeline:
         elif group == "generate":
             step.impl.generate(ctx)
         else:
-            images = self.compose_images(step)
+            images = self.compose_images(step) if images is None else images
             if not images:
                 raise CinemlError(f"{self.project.manifest_path}: {step.where}.input: {step.options['input']!r} "
                                   "matches no images. Run the stage that makes them first, or fix the glob "

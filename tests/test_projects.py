@@ -140,6 +140,9 @@ def test_raising_kimg_continues_training_instead_of_starting_over(tmp_path, cine
     assert (train / "fakes000000_010.png").read_bytes() == first  # not trained again
     stats = [json.loads(line)["kimg"] for line in (train / "stats.jsonl").read_text().splitlines()]
     assert stats == [0.01, 0.02, 0.03, 0.04]
+    # --force starts over, even when only kimg changed.
+    code, out = cineml_cli("run", manifest, "-S", "train.kimg=0.03", "--force", "train", *short)
+    assert code == 0 and "continuing" not in out and "Resuming" not in out, out
     # A setting that shapes the training (not one that continues it) starts over, as before.
     code, out = cineml_cli("run", manifest, "-S", "train.kimg=0.04", "-S", "train.mirror=true", *short)
     assert code == 0 and "continuing" not in out and "Resuming" not in out, out
