@@ -295,7 +295,10 @@ class Pipeline:
             if run:
                 changed.add(step.stage)
             work_key = self._work_key(step, material)
-            continues = run and not forced and previous is not None and previous.get("work_key") == work_key
+            # Only the stage's own options changed, and only ones that carry on its work (not forced, not a
+            # missing output, not a changed upstream):
+            continues = (run and reason.startswith("changed:") and previous is not None
+                         and previous.get("work_key") == work_key)
             if continues:
                 reason += " (continuing from the previous output)"
             planned.append(PlannedStage(step, fp, material, run, reason, output, work_key, continues))
