@@ -136,10 +136,11 @@ class Registry:
             self._failed(info, label, exc, strict)
             return
         self.plugins[info.name] = info
-        info.hooks = sorted(c.name for c in self.pm.get_hookcallers(module) or [])
-        self._check_hook_names(module, info, label, strict)
+        callers = self.pm.get_hookcallers(module) or []
+        info.hooks = sorted(c.name for c in callers if c.has_spec())
         added: list[tuple[str, str]] = []
         try:
+            self._check_hook_names([c.name for c in callers if not c.has_spec()], info, label, strict)
             for kind, (hook_name, _) in KINDS.items():
                 caller = getattr(self.pm.hook, hook_name)
                 for impl in caller.get_hookimpls():
@@ -179,19 +180,16 @@ class Registry:
 
         return register
 
-    def _check_hook_names(self, module: Any, info: PluginInfo, label: str, strict: bool) -> None:
+    def _check_hook_names(self, unknown: list[str], info: PluginInfo, label: str, strict: bool) -> None:
         """A misspelt hook (``def register_layout``) would be silently ignored by pluggy: say so."""
-        known = [n for n, caller in vars(self.pm.hook).items() if caller.has_spec()]  # not pluggy's unverified
-        for attr in dir(module):
-            if hasattr(getattr(module, attr, None), "cineml_impl") and attr not in known:
-                close = difflib.get_close_matches(attr, known, n=1)
-                message = (f"{label}: @hookimpl function {attr!r} is not a CineML hook, so it is never called."
-                           + (f" Did you mean {close[0]!r}?" if close else " See docs/hooks.md for the hooks."))
-                if strict:
-                    self.pm.unregister(module)
-                    del self.plugins[info.name]
-                    raise CinemlError(message)
-                self.warn(message)
+        known = [n for n, caller in vars(self.pm.hook).items() if caller.has_spec()]
+        for name in unknown:
+            close = difflib.get_close_matches(name, known, n=1)
+            message = (f"{label}: @hookimpl function {name!r} is not a CineML hook, so it is never called."
+                       + (f" Did you mean {close[0]!r}?" if close else " See docs/hooks.md for the hooks."))
+            if strict:
+                raise CinemlError(message)
+            self.warn(message)
         if not info.hooks and strict:
             self.warn(f"{label} implements no CineML hook, so it provides nothing (decorate hook functions "
                       "with @cineml.hookimpl).")

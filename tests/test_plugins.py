@@ -166,3 +166,13 @@ def test_a_project_file_can_import_its_sibling_modules(tmp_path):
     registry = load_registry()
     registry.load_files([tmp_path / "mine.py"])
     assert registry.impls["layouts"]["side"].tiles({}) == 7
+
+
+def test_a_hook_under_another_name_with_specname_is_fine(tmp_path):
+    path = tmp_path / "named.py"
+    path.write_text("import cineml\nfrom cineml import hookimpl\n\n"
+                    "@cineml.layout('pair2')\ndef pair2(images):\n    return images[0]\n\n"
+                    "@hookimpl(specname='register_layouts')\ndef my_layouts(register):\n    register(pair2)\n")
+    registry = load_registry()
+    registry.load_files([path])
+    assert "pair2" in registry.impls["layouts"] and registry.plugins["named.py"].hooks == ["register_layouts"]
