@@ -23,6 +23,7 @@ _LAZY = {
     "Project": "manifest",  # what hooks and StageContext.project receive
     "validate_options": "manifest",  # check option values against declarations (e.g. a nested layout's)
     "Progress": "progress",  # the type of StageContext.progress; Progress(enabled=False) is silent
+    "file_fingerprint": "pipeline",  # a file's identity by content, as the engine fingerprints inputs
 }
 
 

@@ -62,7 +62,7 @@ def _warn(message: str) -> None:
 def _describe(exc: BaseException) -> str:
     """One paragraph for the artist. File-system errors (permission denied, disk full, a read-only
     folder) name the path and the cause; the traceback is only for --verbose."""
-    if not isinstance(exc, OSError) or isinstance(exc, CinemlError):
+    if not isinstance(exc, OSError):
         return escape(str(exc))
     where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f)
     cause = exc.strerror or str(exc) or type(exc).__name__

@@ -31,9 +31,9 @@ def import_moviepy() -> Any:
     """
     import os
 
-    import imageio_ffmpeg
+    from .ffmpeg import ffmpeg_exe
 
-    os.environ.setdefault("FFMPEG_BINARY", imageio_ffmpeg.get_ffmpeg_exe())
+    os.environ.setdefault("FFMPEG_BINARY", ffmpeg_exe())
     try:
         import moviepy
     except OSError as exc:
@@ -340,9 +340,9 @@ def _audio_problem(path: Path) -> str | None:
     because MoviePy's reader crashes in its destructor on files without sound."""
     import subprocess
 
-    import imageio_ffmpeg
+    from .ffmpeg import ffmpeg_exe
 
-    result = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path)],
+    result = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(path)],
                             capture_output=True, text=True, errors="replace")
     if "Audio:" in result.stderr:
         return None

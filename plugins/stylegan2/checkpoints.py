@@ -33,7 +33,7 @@ import json
 import re
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from cineml import CinemlError, atomic_path
 
@@ -88,6 +88,22 @@ class UnreadableCheckpoint(CinemlError):
                          "or an unfinished copy can do this. Delete it (or move it away) and use an older "
                          "checkpoint.")
         self.path, self.reason = path, reason
+
+
+T = TypeVar("T")
+
+
+def newest_readable(found: list[Path], load: Callable[[Path], T],
+                    damaged: Callable[[Path, UnreadableCheckpoint, Path | None], None]) -> tuple[Path, T]:
+    """The newest of ``found`` (oldest first) that ``load`` reads, and what it returned. For each damaged
+    one skipped, ``damaged(path, error, next_older)`` is called first (``next_older`` None: none is left,
+    and it should raise)."""
+    for i in reversed(range(len(found))):
+        try:
+            return found[i], load(found[i])
+        except UnreadableCheckpoint as exc:
+            damaged(found[i], exc, found[i - 1] if i else None)
+    raise ValueError("newest_readable: nothing to load")
 
 
 def find_checkpoint(path: Path, key: str = "resume") -> Path:

@@ -221,16 +221,15 @@ def _load_latest(found: list[Path], key: str, warn: Callable[[str], None]) -> tu
     """The newest checkpoint that reads; a damaged newer one is skipped with a warning."""
     from . import checkpoints as ckpt
 
-    for i in reversed(range(len(found))):
-        try:
-            return (*load_checkpoint_generator(found[i]), found[i])
-        except ckpt.UnreadableCheckpoint as exc:
-            if i == 0:
-                raise CinemlError(f"{key} = \"latest\": {exc} No older checkpoint is left in {found[i].parent}; "
-                                  "run the train stage again, or set snapshot to another network.") from None
-            warn(f"{key} = \"latest\": checkpoint {found[i].name} is damaged ({exc.reason}); sampling the older "
-                 f"{found[i - 1].name} instead. Delete the damaged file, or run the train stage again.")
-    raise AssertionError("unreachable: found is not empty")
+    def skip(path: Path, exc: ckpt.UnreadableCheckpoint, older: Path | None) -> None:
+        if older is None:
+            raise CinemlError(f"{key} = \"latest\": {exc} No older checkpoint is left in {path.parent}; "
+                              "run the train stage again, or set snapshot to another network.") from None
+        warn(f"{key} = \"latest\": checkpoint {path.name} is damaged ({exc.reason}); sampling the older "
+             f"{older.name} instead. Delete the damaged file, or run the train stage again.")
+
+    path, (G, kimg) = ckpt.newest_readable(found, load_checkpoint_generator, skip)
+    return G, kimg, path
 
 
 def load_network(snapshot: Any, train_dir: Path | None, root: Path, key: str = "generate.snapshot",
@@ -576,9 +575,11 @@ def generate(ctx: StageContext) -> None:
 
 
 def network_marker(path: Path) -> dict[str, Any]:
-    """What identifies the network file images are drawn from: a new file at the same path differs."""
-    st = Path(path).stat()
-    return {"path": str(Path(path).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    """What identifies the network images are drawn from: its content, as the engine fingerprints files (a
+    new file at the same path differs; a copied or touched one does not)."""
+    from cineml import file_fingerprint
+
+    return {"network": file_fingerprint(Path(path))}
 
 
 def keep_only_work_of(out: Path, network: Path, log: Callable[[str], None]) -> None:

@@ -89,10 +89,6 @@ class Settings:
 
     # Settings that define the network shapes: a checkpoint must agree on them to be resumed.
     ARCH_KEYS = ("resolution", "img_channels", "channel_base", "channel_max", "map_layers", "z_dim", "w_dim")
-    # Settings an artist may change between an interrupted run and its continuation without notice (the
-    # options marked continues=True in plugin.py, plus resume, which only matters for a fresh start).
-    FREE_KEYS = ("kimg", "snapshot_kimg", "keep", "device", "grid", "resume", "gpus", "batch_gpu", "compile",
-                 "metrics", "metric_images", "inception")
 
     @property
     def g_kwargs(self) -> dict[str, Any]:

@@ -41,7 +41,7 @@ from .dataset import FrameDataset, open_frames, remove_cache
 from .distributed import DistInfo, Sync
 from .loss import StyleGAN2Loss
 from .networks import Discriminator, Generator
-from .presets import Settings, expected_cpu_note, resolve
+from .presets import FEATURE_METRICS, Settings, expected_cpu_note, resolve
 
 STATS_NAME = "stats.jsonl"
 OPTIONS_NAME = "training_options.json"
@@ -344,8 +344,8 @@ class TrainingLoop:
             net.load_state_dict(theirs)
 
     def restore(self, tensors: dict[str, torch.Tensor], state: dict[str, Any], where: str = "the checkpoint") -> None:
-        """Continue exactly where a checkpoint of this run left off (``where`` names it in errors)."""
-        require_training_state(tensors, state, where)
+        """Continue exactly where a checkpoint of this run left off (``where`` names it in errors; the
+        caller has checked that it holds training state, see ``require_training_state``)."""
         self.load_networks(tensors, where=where)
         for name, net, opt in (("G_opt", self.G, self.G_opt), ("D_opt", self.D, self.D_opt)):
             sd = opt.state_dict()
@@ -422,7 +422,12 @@ def _check_compatible(settings: Settings, saved: dict[str, Any], path: Path, war
                           f"this run cannot continue from {path.name}. Delete that folder to start over, or set "
                           "[train] options back to the earlier values.")
     now = settings.to_json()
-    changed = [k for k in now if k not in Settings.ARCH_KEYS + Settings.FREE_KEYS and saved.get(k) != now[k]]
+    from .plugin import StyleGAN2Trainer
+
+    # Options an artist may change between an interrupted run and its continuation without notice: those
+    # that continue earlier work, and resume (which only matters for a fresh start).
+    free = {o.name for o in StyleGAN2Trainer.options if o.continues} | {"resume"}
+    changed = [k for k in now if k not in Settings.ARCH_KEYS and k not in free and saved.get(k) != now[k]]
     if changed:
         warn("Continuing the interrupted training with changed settings: "
              + ", ".join(f"{k} {saved.get(k)} -> {now[k]}" for k in changed) + ".")
@@ -434,22 +439,22 @@ def _newest_readable(out: Path, warn: Callable[[str], None]) -> tuple[Path, dict
     A damaged one (cut short by a full disk, a copy that did not finish) is renamed ``<name>.damaged``
     with a warning, and the one before it is used.
     """
+    def set_aside(path: Path, exc: ckpt.UnreadableCheckpoint, older: Path | None) -> None:
+        damaged = path.with_name(path.name + ".damaged")
+        path.replace(damaged)
+        if older is None:
+            raise CinemlError(
+                f"Checkpoint {path.name} is damaged ({exc.reason}) and no older checkpoint is left "
+                f"to continue from. It was renamed to {damaged.name}; running again starts this training "
+                "over (set [train] resume to another network to start from it instead).") from None
+        warn(f"Checkpoint {path.name} is damaged ({exc.reason}); renamed it to {damaged.name} and continuing "
+             f"from {older.name}.")
+
     found = ckpt.list_checkpoints(out)
-    for path in reversed(found):
-        try:
-            return (path, *ckpt.load_checkpoint(path))
-        except ckpt.UnreadableCheckpoint as exc:
-            damaged = path.with_name(path.name + ".damaged")
-            path.replace(damaged)
-            older = [p for p in found if p.exists()]
-            if not older:
-                raise CinemlError(
-                    f"Checkpoint {path.name} is damaged ({exc.reason}) and no older checkpoint is left "
-                    f"to continue from. It was renamed to {damaged.name}; running again starts this training "
-                    "over (set [train] resume to another network to start from it instead).") from None
-            warn(f"Checkpoint {path.name} is damaged ({exc.reason}); renamed it to {damaged.name} and continuing "
-                 f"from {older[-1].name}.")
-    return None
+    if not found:
+        return None
+    path, (tensors, state) = ckpt.newest_readable(found, ckpt.load_checkpoint, set_aside)
+    return path, tensors, state
 
 
 def _name_checkpoint(path: Path, previous: Path | None) -> str:
@@ -696,7 +701,7 @@ def _run(ctx: StageContext, loop: TrainingLoop, out: Path, fresh: bool) -> None:
     if loop.nimg >= total:
         log(f"Training already reached {loop.nimg / 1000:g} kimg (kimg = {s.kimg:g}); nothing to do.")
         return
-    if main and any(m in s.metrics for m in ("fid", "kid")):
+    if main and any(m in s.metrics for m in FEATURE_METRICS):
         real_features(loop, out, log)  # loads and checks the feature network before training starts
     acc: dict[str, list[float]] = {}
     t_interval, n_interval = time.perf_counter(), loop.nimg
@@ -805,7 +810,7 @@ def real_features(loop: TrainingLoop, out: Path, log: Callable[[str], None] = la
     if "feature_net" not in cache:
         cache["feature_net"] = FeatureNet(s.inception, loop.device)
     net = cache["feature_net"]
-    count = len(metric_frames(loop))
+    count = min(s.metric_images, loop.dataset.num_frames)  # as many as metric_frames picks
     path = out / f"inception-reals-{net.sha256[:16]}-{count}.safetensors"
     meta = {"inception_sha256": net.sha256, "frames": str(loop.dataset.num_frames), "count": str(count),
             "seed": str(s.seed), "resolution": str(s.resolution), "channels": str(s.img_channels)}
@@ -837,10 +842,10 @@ def compute_metrics(loop: TrainingLoop, out: Path, chunk: int = 64) -> dict[str,
     from .metrics import PatchSet, fid, kid, patches_per_image, swd
 
     s, dev, cache = loop.settings, loop.device, loop.metric_cache
-    count = len(metric_frames(loop))
+    count = min(s.metric_images, loop.dataset.num_frames)  # as many as metric_frames picks
     per_image = patches_per_image(count)
     want_swd = "swd" in s.metrics
-    want_feats = any(m in s.metrics for m in ("fid", "kid"))
+    want_feats = any(m in s.metrics for m in FEATURE_METRICS)
     if want_swd and "swd_reals" not in cache:
         reals = PatchSet(per_image, s.seed)
         for batch in real_batches(loop, chunk):
