@@ -7,7 +7,7 @@ stays light (no torch, no moviepy) so that ``cineml --help`` is instant.
 from importlib.metadata import PackageNotFoundError, version as _version
 
 from .api import (REQUIRED, CinemlError, Composer, Extractor, Generator, Implementation, Layout,
-                  Option, Preprocessor, Source, StageContext, Trainer, atomic_path, layout)
+                  Option, Preprocessor, Source, StageContext, Trainer, atomic_path, evenly_spaced, layout)
 from .hookspecs import hookimpl
 
 try:
@@ -37,6 +37,7 @@ def __getattr__(name: str):
 
 __all__ = [
     *_LAZY, "REQUIRED", "CinemlError", "Composer", "Extractor", "Generator", "Implementation", "Layout",
-    "Option", "Preprocessor", "Source", "StageContext", "Trainer", "atomic_path", "hookimpl", "layout",
+    "Option", "Preprocessor", "Source", "StageContext", "Trainer", "atomic_path", "evenly_spaced", "hookimpl",
+    "layout",
     "__version__",
 ]

@@ -240,6 +240,15 @@ def layout(name: str, options: Sequence[Option] = (),
     return wrap
 
 
+def evenly_spaced(items: Sequence[Any], count: int) -> list[Any]:
+    """``count`` of ``items`` spread evenly from the first to the last (all of them when there are fewer):
+    how compose steps sample ``count`` and how a layout's ``capacity`` is filled."""
+    n = len(items)
+    if n <= count:
+        return list(items)
+    return [items[round(i * (n - 1) / max(count - 1, 1))] for i in range(count)]
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename it to ``final`` only if the block succeeds.

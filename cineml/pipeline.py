@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from . import __version__
-from .api import CinemlError, StageContext, atomic_path
+from .api import CinemlError, StageContext, atomic_path, evenly_spaced
 from .manifest import STAGE_OUTPUTS, Project, Step
 from .plugins import Registry, notify
 from .progress import Progress
@@ -166,10 +166,7 @@ class Pipeline:
         o = step.options
         images = images[o["start"]:o["end"]]
         images = images[:: o["every"]]
-        if o["count"] is not None and len(images) > o["count"]:
-            n = len(images)
-            images = [images[round(i * (n - 1) / max(o["count"] - 1, 1))] for i in range(o["count"])]
-        return images
+        return images if o["count"] is None else evenly_spaced(images, o["count"])
 
     def _work_key(self, step: Step, material: dict[str, Any]) -> str:
         """The fingerprint without the options that continue earlier work (``Option(continues=True)``),

@@ -373,6 +373,13 @@ def _usual_step(pts: Sequence[float], fps: float) -> float:
     return gaps[len(gaps) // 2] if gaps else 1 / fps
 
 
+def _slot_range(pts: Sequence[float], fps: float, last: float | None) -> tuple[int, int]:
+    """First and one-past-last output slot of the ``fps`` filter for sorted timestamps; the film ends
+    ``last`` (the last frame's duration, else the usual interval) after its last timestamp."""
+    end_time = pts[-1] + (last or _usual_step(pts, fps))
+    return round_half_away(pts[0] * fps), round_half_away(end_time * fps)
+
+
 def slot_sources(pts: Sequence[float], fps: float, last: float | None = None) -> list[float]:
     """The source timestamp each output slot of the ``fps`` filter shows, by the filter's own rule:
     slot n shows the last frame whose timestamp, rounded half away to the output rate, is <= n
@@ -381,8 +388,7 @@ def slot_sources(pts: Sequence[float], fps: float, last: float | None = None) ->
     if not pts:
         return []
     pts = sorted(pts)
-    step = last if last else _usual_step(pts, fps)
-    first, end = round_half_away(pts[0] * fps), round_half_away((pts[-1] + step) * fps)
+    first, end = _slot_range(pts, fps, last)
     shown, j = [], 0
     for n in range(first, end):
         while j + 1 < len(pts) and round_half_away(pts[j + 1] * fps) <= n:
@@ -402,8 +408,7 @@ def padded_slots(pts: Sequence[float], fps: float, last: float | None = None) ->
         return len(pts), []
     pts = sorted(pts)
     step = _usual_step(pts, fps)
-    first = round_half_away(pts[0] * fps)
-    end = round_half_away((pts[-1] + (last or step)) * fps)
+    first, end = _slot_range(pts, fps, last)
     padded = []
     for a, b in zip(pts, pts[1:]):
         if b - a > 1.5 * step:

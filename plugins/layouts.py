@@ -16,8 +16,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 import cineml
-from cineml import (CinemlError, Option, atomic_path, check_canvas, color_problem, common_mode, draw_text, fit,
-                    grid_shape, hookimpl, label_text, load_images, noise, parse_color)
+from cineml import (CinemlError, Option, atomic_path, check_canvas, color_problem, common_mode, draw_text,
+                    evenly_spaced, fit, grid_shape, hookimpl, label_text, load_images, noise, parse_color)
 
 LABELS = ("none", "index", "kimg", "seed", "time")
 
@@ -727,7 +727,7 @@ class LayoutComposer(cineml.Composer):
         if capacity and len(images) > capacity:  # load only what the picture shows, spread over the input
             ctx.warn(f"Compose step {ctx.where or ctx.stage}: {len(images)} images for a {name} of {capacity}; "
                      f"showing {capacity} evenly spaced (set count = {capacity} to choose them yourself).")
-            images = [images[round(i * (len(images) - 1) / max(capacity - 1, 1))] for i in range(capacity)]
+            images = evenly_spaced(images, capacity)
         save_picture(layout(load_images(images), **values), ctx.output)
 
 
