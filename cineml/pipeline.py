@@ -289,6 +289,8 @@ class Pipeline:
                 reason, run = _explain(previous.get("material", {}), material), True
             else:
                 reason, run = "up to date", False
+            if run and step.stage == "source":
+                _refuse_foreign_film(self.project, output, previous, fingerprint_file)
             if run:
                 changed.add(step.stage)
             work_key = self._work_key(step, material)
@@ -403,6 +405,8 @@ class Pipeline:
         state[step.stage] = {"fingerprint": p.fingerprint, "work_key": p.work_key, "material": p.material,
                              "seconds": round(seconds, 3),
                              "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+        if step.stage == "source":  # what it wrote, so that a later run can tell the artist's own film from it
+            state[step.stage]["output"] = file_fingerprint(p.output)
         self._save_state(state)
         for stale in (self.state_dir / "staging").glob(f"{staging.name.rsplit('-', 1)[0]}-*"):
             shutil.rmtree(stale, ignore_errors=True)
@@ -529,6 +533,22 @@ def _select(stages: list[str], only: Sequence[str], start: str | None, stop: str
                          (("--only", ",".join(only)), ("--from", start), ("--to", stop)) if value)
         raise CinemlError(f"{asked} selects no stage; stages run in this order: {', '.join(stages)}.")
     return set(chosen)
+
+
+def _refuse_foreign_film(project: Project, film: Path, previous: dict[str, Any] | None,
+                         fingerprint: Callable[[Path], str]) -> None:
+    """A source stage may replace only the film it wrote itself (its content fingerprint is recorded in
+    the state): a file there that it did not write is most likely the artist's own film."""
+    if not film.exists() and not film.is_symlink():
+        return
+    if film.is_file() and previous is not None and previous.get("output") == fingerprint(film):
+        return
+    where = film.relative_to(project.root) if project.root in film.parents else film
+    raise CinemlError(
+        f"{project.manifest_path}: the [source] stage would replace {where}, a file it did not write (most likely "
+        "your own film). CineML never overwrites a file it did not make. To work on that film, delete the [source] "
+        "table from project.toml (project.source already points at the film); to render the [source] film instead, "
+        "move that file elsewhere or set project.source to another name.")
 
 
 def _explain(old: dict[str, Any], new: dict[str, Any]) -> str:

@@ -5,6 +5,9 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+from cineml import CinemlError
 from cineml.manifest import load_project
 from cineml.pipeline import Pipeline
 from cineml.plugins import load_registry
@@ -320,6 +323,9 @@ def test_an_unreadable_state_file_is_reported(toy_project):
     run(toy_project)
     (toy_project.parent / ".cineml/state.json").write_text("{ torn")
     reg = load_registry()
+    with pytest.raises(CinemlError, match="a file it did not write"):  # no record of who wrote the film: keep it
+        Pipeline(load_project(toy_project, reg), reg, warn=lambda msg: None).plan()
+    (toy_project.parent / "footage/film.txt").unlink()
     warnings = []
     plan = Pipeline(load_project(toy_project, reg), reg, warn=warnings.append).plan()
     assert all(p.reason == "never ran" for p in plan)
@@ -334,3 +340,53 @@ def test_replacing_a_file_an_option_names_reruns_the_step(toy_project):
     (root / "sep.txt").write_text("two, longer")
     assert plan_of(toy_project, 'compose.0.sep="sep.txt"')["compose:fakes.txt"] == \
         (True, "changed: the file sep names changed")
+
+
+def test_source_stage_never_overwrites_a_film_it_did_not_write(toy_project):
+    """The newcomer's half-step: own film copied in, scaffold's [source] table left in place."""
+    root = toy_project.parent
+    film = root / "footage/film.txt"
+    film.parent.mkdir()
+    film.write_text("my own film\n")
+    with pytest.raises(CinemlError) as err:
+        run(toy_project)
+    msg = str(err.value)
+    assert "would replace footage/film.txt, a file it did not write" in msg
+    assert "delete the [source] table" in msg and str(toy_project) in msg
+    assert film.read_text() == "my own film\n"
+    assert not (root / "frames").exists() and not (root / ".cineml/state.json").exists()  # refused before any work
+    with pytest.raises(CinemlError):  # --dry-run says so too, before a real run could
+        plan_of(toy_project)
+
+
+def test_source_stage_refuses_a_film_swapped_in_after_it_ran(toy_project):
+    root = toy_project.parent
+    film = root / "footage/film.txt"
+    run(toy_project)
+    assert run(toy_project, "source.frames=7")["source"][0]  # its own film: re-rendered freely
+    assert film.read_text().count("\n") == 7
+    film.write_text("my own film\n")  # the artist drops their film over the rendered one
+    for kw in ({"force": ("source",)}, {}):
+        overrides = () if kw else ("source.frames=3",)
+        with pytest.raises(CinemlError, match="a file it did not write"):
+            run(toy_project, *overrides, **kw)
+        assert film.read_text() == "my own film\n"
+    film.unlink()
+    assert run(toy_project)["source"] == (True, "output missing (footage/film.txt)")
+
+
+def test_cli_refuses_to_render_over_the_artists_film(tmp_path):
+    """`cineml new`, the film copied to footage/, [source] forgotten: exit 1, the film byte-identical."""
+    from cineml.testing import invoke_cli
+
+    code, out = invoke_cli("new", "film", "--dir", tmp_path)
+    assert code == 0, out
+    footage = tmp_path / "film/footage"
+    footage.mkdir()
+    film = footage / "film.mp4"
+    film.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 64)
+    before = film.read_bytes()
+    code, out = invoke_cli("run", tmp_path / "film/project.toml")
+    assert code == 1
+    assert "would replace footage/film.mp4" in " ".join(out.split())
+    assert film.read_bytes() == before
