@@ -92,27 +92,39 @@ GPU_VARIANTS = (("fp32", {"precision": "fp32"}), ("bf16", {"precision": "bf16"})
                 ("bf16 + compile", {"precision": "bf16", "compile": True}))
 
 
-def bench_gpu_case(res: int, config: str, options: dict, repeats: int, warmup: int) -> tuple[float, float] | None:
-    """(sec/kimg, peak MiB) of one preset on the GPU, printed; None when it does not fit in memory."""
-    device = torch.device("cuda")
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats(device)
+def run_case(res: int, options: dict, repeats: int, warmup: int, device: torch.device) -> dict:
+    """One preset's amortised iteration on ``device``: batch, sec/iter, sec/kimg, peak memory (CUDA only; MiB)
+    and each phase's median wall ms. Raises ``torch.cuda.OutOfMemoryError`` when it does not fit.
+
+    Returns numbers instead of printing them, so benchmarks/gpu_check.py can collect them per case."""
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
     try:
-        loop = make_loop(res, {"config": config, **options}, device)
+        loop = make_loop(res, options, device)
         batch = loop.settings.batch
         times, weights = time_phases(loop, repeats, warmup)
-    except torch.cuda.OutOfMemoryError:
-        print("    out of GPU memory (set batch_gpu in [train] to split the batch into smaller passes)")
-        return None
     finally:
         loop = None
         torch._dynamo.reset()  # compiled graphs belong to this case's networks
     wall = sum(times[k][1] * w for k, w in weights.items())
-    spk = wall / batch * 1000
-    mib = torch.cuda.max_memory_allocated(device) / 2 ** 20
-    detail = "  ".join(f"{k} {v[1] * 1000:.0f}ms" for k, v in times.items())
-    print(f"    {spk:8.2f} s/kimg  {wall:7.3f} s/iter  {mib:8.0f} MiB peak   {detail}")
-    return spk, mib
+    return {"batch": batch, "sec_per_iter": wall, "sec_per_kimg": wall / batch * 1000,
+            "peak_mib": torch.cuda.max_memory_allocated(device) / 2 ** 20 if cuda else None,
+            "phases_ms": {k: v[1] * 1000 for k, v in times.items()}}
+
+
+def bench_gpu_case(res: int, config: str, options: dict, repeats: int, warmup: int) -> tuple[float, float] | None:
+    """(sec/kimg, peak MiB) of one preset on the GPU, printed; None when it does not fit in memory."""
+    try:
+        case = run_case(res, {"config": config, **options}, repeats, warmup, torch.device("cuda"))
+    except torch.cuda.OutOfMemoryError:
+        print("    out of GPU memory (set batch_gpu in [train] to split the batch into smaller passes)")
+        return None
+    detail = "  ".join(f"{k} {ms:.0f}ms" for k, ms in case["phases_ms"].items())
+    print(f"    {case['sec_per_kimg']:8.2f} s/kimg  {case['sec_per_iter']:7.3f} s/iter  "
+          f"{case['peak_mib']:8.0f} MiB peak   {detail}")
+    return case["sec_per_kimg"], case["peak_mib"]
 
 
 def bench_gpu(resolutions: list[int], configs: list[str], repeats: int) -> None:
