@@ -231,3 +231,29 @@ def test_fixed_and_none_modes(tmp_path):
     line = json.loads((tmp_path / "none" / "stats.jsonl").read_text())
     assert "augment_p" not in line
     assert "augment.p" not in ckpt.load_checkpoint(ckpt.list_checkpoints(tmp_path / "none")[-1])[0]
+
+
+def test_ada_speed_follows_the_planned_length_of_short_runs():
+    """p may move by 1 within a fifth of a short run; long runs keep the paper's 500 (100 resuming)."""
+    from cineml_plugins.stylegan2.presets import ada_speed, resolve
+
+    assert resolve({"config": "tiny", "kimg": 20}, 32, 1).ada_kimg == 4  # p can reach 1 within a fifth of the run
+    assert resolve({"config": "tiny", "kimg": 10}, 32, 1).ada_kimg == 2  # the demo
+    assert resolve({"config": "tiny", "kimg": 0.5}, 32, 1).ada_kimg == 2  # never faster: p would overshoot
+    assert resolve({"config": "auto", "kimg": 200}, 256, 3).ada_kimg == 40
+    for config in ("auto", "stylegan2", "paper256"):  # their own length (25000 kimg): the paper's pace
+        assert resolve({"config": config}, 256, 3).ada_kimg == 500
+    assert resolve({"config": "stylegan2", "kimg": 10000}, 512, 1).ada_kimg == 500  # the reference film's run
+    assert resolve({"config": "auto", "kimg": 2500}, 256, 3).ada_kimg == 500
+    assert ada_speed(1000, resume=True) == 100 and ada_speed(100, resume=True) == 20 and ada_speed(1, True) == 2
+    assert resolve({"config": "tiny", "kimg": 10, "ada_kimg": 500}, 32, 1).ada_kimg == 500  # the artist's word
+
+
+def test_ada_reacts_within_a_short_run(tmp_path):
+    """D overfits 16 frames at once; with the default speed for a short run p climbs within the run (by
+    up to 0.016 per update here), where the paper's pace could not have moved it past 0.0008."""
+    out = tmp_path / "out"
+    train(tmp_path, out, kimg=0.4, snapshot_kimg=0.4, augment_p=0.0, ada_kimg=None, gamma=0.0)
+    (line,) = [json.loads(x) for x in (out / "stats.jsonl").read_text().splitlines()]
+    assert line["ada_rt"] > 0.6 and line["augment_p"] > 0.05, line
+    assert json.loads((out / "training_options.json").read_text())["ada_kimg"] == 2

@@ -31,7 +31,7 @@ from cineml_plugins.stylegan2.training import STATS_NAME, TrainingLoop, run_rank
 from training_frames import Recorder, make_frames
 
 FAST = {"config": "tiny", "channel_base": 256, "channel_max": 32, "batch": 8, "device": "cpu", "grid": [4, 2],
-        "augment_p": 0.3, "ada_kimg": 1.0}
+        "augment_p": 0.3, "ada_kimg": 1.0, "style_mixing": 0.9, "pl_weight": 2.0}
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 
 

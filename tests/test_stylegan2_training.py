@@ -28,8 +28,10 @@ from test_stylegan2_import import reference_pickle, tiny_discriminator, tiny_gen
 from training_frames import Recorder, deadline, make_frames, truncate
 
 RES = 16
-# A deliberately small network (the "tiny" preset with fewer channels) so every run takes seconds.
-FAST = {"config": "tiny", "channel_base": 256, "channel_max": 32, "batch": 8, "device": "cpu", "grid": [8, 4]}
+# A deliberately small network (the "tiny" preset with fewer channels) so every run takes seconds, with
+# every training phase of the GPU presets on (style mixing, path length) and ADA at the paper's pace.
+FAST = {"config": "tiny", "channel_base": 256, "channel_max": 32, "batch": 8, "device": "cpu", "grid": [8, 4],
+        "style_mixing": 0.9, "pl_weight": 2.0, "augment_p": 0.0, "ada_kimg": 500.0, "lr": 0.0025}
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -348,3 +350,33 @@ def test_bad_frames_raise_clear_errors(tmp_path, sizes, match):
         _save(folder, f"{i + 1:06d}.png", size)
     with pytest.raises(CinemlError, match=match):
         open_frames(folder, tmp_path / "out")
+
+
+def test_every_snapshot_reports_diversity_and_a_healthy_run_says_it(tmp_path):
+    frames = make_frames(tmp_path / "frames", count=16)
+    out = tmp_path / "out"
+    messages = run(tmp_path, frames, out, kimg=0.032, snapshot_kimg=0.016)
+    lines = stats(out)
+    assert all(0 < r["diversity"] < 20 and r["metrics_seconds"] >= 0 for r in lines)
+    assert "swd" not in lines[0]  # SWD only when asked for (metrics = ["swd"])
+    (summary,) = [m for m in messages if "as much as the frames" in m]
+    assert summary.startswith("At 0.032 kimg the generated images vary") and "collapsed" not in summary
+
+
+def test_a_collapsed_network_is_named_in_plain_words(tmp_path):
+    """A deliberately collapsed generator (styles ignore w, no noise: one image for every seed), trained
+    with lr = 0 so it stays collapsed: the run ends with the collapse warning pointing at the docs."""
+    G = tiny_generator(7, channel_max=32)
+    with torch.no_grad():
+        for name, p in G.named_parameters():
+            if name.endswith("affine.weight") or name.endswith("noise_strength"):
+                p.zero_()
+    pkl = reference_pickle(tmp_path, G, tiny_discriminator(8, img_resolution=RES, channel_max=32))
+    frames = make_frames(tmp_path / "frames", count=16)
+    out = tmp_path / "out"
+    messages = run(tmp_path, frames, out, kimg=0.016, snapshot_kimg=0.016, resume=pkl, lr=0.0, metrics=["swd"])
+    (line,) = stats(out)
+    assert line["diversity"] < 0.05 and line["swd"] > 0
+    (warning,) = [m for m in messages if "The network has collapsed" in m]
+    assert "vary 0% as much as the frames" in warning or "vary 1% as much" in warning
+    assert "SWD to the frames" in warning and "docs/training.md#collapse" in warning

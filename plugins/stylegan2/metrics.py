@@ -85,13 +85,17 @@ def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, directions: int = 512, 
     """
     if a.shape != b.shape:
         raise ValueError(f"sliced_wasserstein needs equal-sized sets, got {tuple(a.shape)} and {tuple(b.shape)}")
+    import numpy as np
+
     total = 0.0
     for _ in range(repeats):
         dirs = torch.randn(a.shape[1], directions, generator=generator).to(a.device, a.dtype)
         dirs /= dirs.norm(dim=0, keepdim=True)
-        pa, _ = (a @ dirs).sort(dim=0)
-        pb, _ = (b @ dirs).sort(dim=0)
-        total += float((pa - pb).abs().mean())
+        # Sorted along rows of contiguous [directions, N] arrays by numpy: 15x faster than torch's sort
+        # on the CPU (30720 patches x 512 directions: 0.2 s against 3 s), and exactly the same order.
+        pa = np.sort((dirs.T @ a.T).cpu().numpy(), axis=1)
+        pb = np.sort((dirs.T @ b.T).cpu().numpy(), axis=1)
+        total += float(np.abs(pa - pb).mean(dtype=np.float64))
     return total / repeats
 
 
@@ -146,6 +150,44 @@ def swd_of(real_batches: Iterator[torch.Tensor], fake_batches: Iterator[torch.Te
     for batch in fake_batches:
         fakes.add(batch)
     return swd(reals.descriptors(), fakes.descriptors(), resolution, reals.channels, seed + 2, directions, repeats)
+
+
+class PixelSpread:
+    """Per-pixel standard deviation across an image set, gathered batch by batch (float64 sums), so
+    1024 frames at 512 px never sit in memory at once."""
+
+    def __init__(self) -> None:
+        self.n, self.sum, self.sumsq = 0, 0.0, 0.0
+
+    def add(self, images: torch.Tensor) -> None:
+        x = images.detach().to("cpu", torch.float64)
+        self.n += x.shape[0]
+        self.sum = self.sum + x.sum(dim=0)
+        self.sumsq = self.sumsq + x.square().sum(dim=0)
+
+    def value(self) -> float:
+        """Mean over pixels of the (unbiased) per-pixel standard deviation."""
+        n = max(self.n, 2)
+        var = (self.sumsq - self.sum * self.sum / n) / (n - 1)
+        return float(torch.as_tensor(var).clamp_min(0).sqrt().mean())
+
+
+def diversity(reals: torch.Tensor | PixelSpread, fakes: torch.Tensor | PixelSpread) -> float:
+    """How much the generated images vary, as a fraction of how much the frames vary: the per-pixel
+    standard deviation across each set ([N, C, H, W] in the same range), averaged over pixels, fakes
+    over reals.
+
+    About 1 when the network spreads over the film; well below 1 (0.5) when every image shows nearly
+    the same thing (mode collapse), however sharp. Cheap, so every snapshot reports it.
+    """
+    def spread(x: torch.Tensor | PixelSpread) -> float:
+        if isinstance(x, PixelSpread):
+            return x.value()
+        acc = PixelSpread()
+        acc.add(x)
+        return acc.value()
+
+    return spread(fakes) / max(spread(reals), 1e-8)
 
 
 def patches_per_image(images: int, target: int = 65536, most: int = 128) -> int:

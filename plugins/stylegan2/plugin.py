@@ -54,8 +54,10 @@ class StyleGAN2Trainer(Trainer):
         Option("channel_max", int, None, min=1, help=f"Most feature maps in any layer {_PRESET}."),
         Option("map_layers", int, None, min=1, max=16, help=f"Layers in the mapping network {_PRESET}."),
         Option("mbstd_group", int, None, min=1, help=f"Minibatch-stddev group size {_PRESET}."),
-        Option("style_mixing", float, 0.9, min=0, max=1, help="Probability of style mixing per batch."),
-        Option("pl_weight", float, 2.0, min=0, help="Path-length regularisation weight (0 turns it off)."),
+        Option("style_mixing", float, None, min=0, max=1,
+               help=f"Probability of style mixing per batch {_PRESET}: 0.9, or 0 for tiny."),
+        Option("pl_weight", float, None, min=0,
+               help=f"Path-length regularisation weight, 0 turns it off {_PRESET}: 2, or 0 for tiny."),
         Option("keep", int, 3, continues=True, min=0, help="Checkpoints to keep (older ones are deleted; 0 keeps all)."),
         Option("device", str, "auto", continues=True, choices=("auto", "cpu", "cuda"),
                help="Where to train: 'auto' picks a CUDA GPU when PyTorch sees one, else the CPU."),
@@ -69,12 +71,14 @@ class StyleGAN2Trainer(Trainer):
                help="Discriminator augmentation (flips, rotations, scaling, colour...) against overfitting on few "
                     "or repetitive frames: 'ada' adapts its probability p to D's overconfidence, 'fixed' keeps "
                     "p = augment_p, 'none' turns it off."),
-        Option("augment_p", float, 0.0, min=0,
-               help="Augmentation probability: the starting value for 'ada', the constant one for 'fixed'."),
+        Option("augment_p", float, None, min=0,
+               help="Augmentation probability: the starting value for 'ada', the constant one for 'fixed' "
+                    f"{_PRESET}: 0, or 0.2 for tiny."),
         Option("ada_target", float, 0.6, min=0, max=1,
                help="ADA raises p while the share of reals D scores positive (E[sign D(x)]) exceeds this."),
         Option("ada_kimg", float, None, min=0.001,
-               help="ADA speed: p can move by 1 in this many kimg (default: 500, or 100 when resume is set)."),
+               help="ADA speed: p can move by 1 in this many kimg (default: the paper's 500, 100 when resume is "
+                    "set, or kimg / 5 but at least 2 when that is less, so that p reacts within a short run)."),
         Option("precision", str, "auto", choices=("auto", "fp32", "bf16"),
                help="'bf16' runs the 4 highest-resolution layers of G and D in bfloat16 (faster on recent "
                     "GPUs); 'auto' uses bf16 on a CUDA GPU that supports it and fp32 otherwise."),

@@ -22,20 +22,27 @@ MISSING_INCEPTION = (
     "set inception = \"path/to/inception-2015-12-05.pt\" in [train] (NVIDIA's Inception-v3 TorchScript, the one "
     "the StyleGAN2-ADA and StyleGAN3 metrics use), or remove \"fid\" and \"kid\" from metrics.")
 
-# Per-config values: (kimg, snapshot_kimg, batch, mbstd_group, channel_base, channel_max, map_layers, lr,
-# gamma, ema_kimg, ema_rampup). None: computed by the ``auto`` formulas from the resolution.
+# Per-config values. None: computed by the ``auto`` formulas from the resolution. style_mixing, pl_weight and
+# augment_p are the reference's 0.9, 2 and 0 in every GPU preset.
+_REFERENCE = dict(style_mixing=0.9, pl_weight=2.0, augment_p=0.0)
 _SPECS: dict[str, dict[str, Any]] = {
     "stylegan2": dict(kimg=25000, snapshot_kimg=200, batch=32, mbstd_group=4, channel_base=32768,
-                      channel_max=512, map_layers=8, lr=0.002, gamma=10.0, ema_kimg=10.0, ema_rampup=None),
+                      channel_max=512, map_layers=8, lr=0.002, gamma=10.0, ema_kimg=10.0, ema_rampup=None,
+                      **_REFERENCE),
     "paper256": dict(kimg=25000, snapshot_kimg=200, batch=64, mbstd_group=8, channel_base=16384,
-                     channel_max=512, map_layers=8, lr=0.0025, gamma=1.0, ema_kimg=20.0, ema_rampup=None),
+                     channel_max=512, map_layers=8, lr=0.0025, gamma=1.0, ema_kimg=20.0, ema_rampup=None,
+                     **_REFERENCE),
     # snapshot_kimg 50, not the reference's 200: artists animate the fakes grids, so more snapshots
     # make a smoother film of the training (docs/training.md, "Presets").
     "auto": dict(kimg=25000, snapshot_kimg=50, batch=None, mbstd_group=None, channel_base=None,
-                 channel_max=512, map_layers=2, lr=None, gamma=None, ema_kimg=None, ema_rampup=0.05),
-    # Small enough that a 32x32 run shows shapes within minutes on two CPU cores.
+                 channel_max=512, map_layers=2, lr=None, gamma=None, ema_kimg=None, ema_rampup=0.05, **_REFERENCE),
+    # Small enough that a 32x32 run shows the film within minutes on two CPU cores; tuned for such short
+    # runs with benchmarks/learns.py (docs/training.md, "Short runs"): no style mixing or path-length
+    # regulariser (as the reference's low-resolution cifar config), a higher learning rate, and
+    # augmentation from the first step.
     "tiny": dict(kimg=20, snapshot_kimg=1, batch=8, mbstd_group=4, channel_base=1024, channel_max=128,
-                 map_layers=2, lr=0.0025, gamma=None, ema_kimg=None, ema_rampup=0.05),
+                 map_layers=2, lr=0.005, gamma=None, ema_kimg=None, ema_rampup=0.05,
+                 style_mixing=0.0, pl_weight=0.0, augment_p=0.2),
 }
 
 
@@ -209,15 +216,26 @@ def resolve(options: dict[str, Any], resolution: int, img_channels: int, project
         keep=int(pick_default(options, "keep", 3)), device=device,
         grid=(int(grid[0]), int(grid[1])),
         resume=None if options.get("resume") is None else str(options["resume"]),
-        style_mixing=float(pick_default(options, "style_mixing", 0.9)),
-        pl_weight=float(pick_default(options, "pl_weight", 2.0)),
-        augment=augment, augment_p=float(pick_default(options, "augment_p", 0.0)),
+        style_mixing=float(pick("style_mixing")), pl_weight=float(pick("pl_weight")),
+        augment=augment, augment_p=float(pick("augment_p")),
         ada_target=float(pick_default(options, "ada_target", 0.6)),
-        # The paper adapts faster (100 kimg) when fine-tuning a trained network.
-        ada_kimg=float(ada_kimg if ada_kimg is not None else (100 if options.get("resume") else 500)),
+        ada_kimg=float(ada_kimg if ada_kimg is not None else ada_speed(float(pick("kimg")), bool(options.get("resume")))),
         precision=precision, compile=bool(options.get("compile", False)), gpus=world, metrics=metrics,
         metric_images=int(pick_default(options, "metric_images", 1024)),
         inception=None if inception is None else str(inception))
+
+
+def ada_speed(kimg: float, resume: bool = False) -> float:
+    """ADA's default adjustment speed: p may move by 1 over this many kimg.
+
+    The paper's 500 kimg (100 when fine-tuning a trained network) is made for runs of thousands of kimg:
+    in a 10-kimg run p could reach 0.02 at most, however much D overfits. So a shorter run lets p move
+    by 1 within a fifth of its planned length (``kimg / 5``; 40 kimg for a 200-kimg evening on a GPU),
+    but never faster than by 1 in 2 kimg: in a run of a few hundred steps a faster p would race past
+    the 0.8 at which the augmentations start to show in the fakes. Runs of 2500 kimg or more (500 when
+    resuming) keep the paper's pace exactly.
+    """
+    return min(100.0 if resume else 500.0, max(kimg / 5, 2.0))
 
 
 def pick_default(options: dict[str, Any], key: str, default: Any) -> Any:

@@ -37,6 +37,7 @@ from cineml import CinemlError, Progress, StageContext, atomic_path
 from . import checkpoints as ckpt
 from . import distributed
 from .augment import AdaController, AugmentPipe
+from .cpu_share import CpuShare
 from .dataset import FrameDataset, open_frames, remove_cache
 from .distributed import DistInfo, Sync
 from .loss import StyleGAN2Loss
@@ -190,6 +191,7 @@ class TrainingLoop:
         self.frames_changed: tuple[int, int] | None = None  # (then, now) frame counts when resuming on a new set
         self._seed_rank(0)
         self.metric_cache: dict[str, Any] = {}  # real-frame descriptors/features and the feature net
+        self.last_record: dict[str, Any] = {}  # the newest snapshot's stats line
 
     def _seed_rank(self, step: int) -> None:
         """Ranks > 0 draw their own latents and augmentations (rank 0 keeps the single-process stream)."""
@@ -425,8 +427,9 @@ def _check_compatible(settings: Settings, saved: dict[str, Any], path: Path, war
     from .plugin import StyleGAN2Trainer
 
     # Options an artist may change between an interrupted run and its continuation without notice: those
-    # that continue earlier work, and resume (which only matters for a fresh start).
-    free = {o.name for o in StyleGAN2Trainer.options if o.continues} | {"resume"}
+    # that continue earlier work, resume (which only matters for a fresh start), and ADA's speed (its
+    # default follows kimg, see presets.ada_speed).
+    free = {o.name for o in StyleGAN2Trainer.options if o.continues} | {"resume", "ada_kimg"}
     changed = [k for k in now if k not in Settings.ARCH_KEYS and k not in free and saved.get(k) != now[k]]
     if changed:
         warn("Continuing the interrupted training with changed settings: "
@@ -709,9 +712,12 @@ def _run(ctx: StageContext, loop: TrainingLoop, out: Path, fresh: bool) -> None:
     cpu_note_due = loop.device.type == "cpu" and main
     t_first, n_first = None, 0
     progress = ctx.progress if main else Progress(enabled=False)
+    share = CpuShare() if loop.device.type == "cpu" else None  # fewer threads while the machine is busy
     with progress("Training", total=s.kimg, unit="kimg") as bar:
         bar.advance(loop.nimg / 1000)
         while loop.nimg < total:
+            if share is not None:
+                share.poll()
             stats = loop.step()
             values = {k: float(v) for k, v in stats.items()}
             bad = [k for k in ("loss_G", "loss_D", "r1_penalty", "pl_penalty") if k in values
@@ -737,14 +743,35 @@ def _run(ctx: StageContext, loop: TrainingLoop, out: Path, fresh: bool) -> None:
                 t_info = now
                 spk = (now - t_interval) / max(loop.nimg - n_interval, 1) * 1000
                 aug = f"  p {loop.augment.p:.3f}" if loop.augment is not None else ""
+                busy = share.note() if share is not None else ""
                 bar.update(info=f"{spk:.1f} s/kimg  G {values.get('loss_G', 0):.3f}  "
-                                f"D {values.get('loss_D', 0):.3f}{aug}")
+                                f"D {values.get('loss_D', 0):.3f}{aug}{busy}")
             if loop.nimg >= total or loop.nimg >= (loop.snapshot_nimg // snap + 1) * snap:
                 nominal = total if loop.nimg >= total else loop.nimg // snap * snap
                 elapsed = time.perf_counter() - t_interval
                 shown = loop.nimg - n_interval
                 _snapshot(ctx, loop, out, nominal, grid_z, acc, elapsed, shown)
                 acc, t_interval, n_interval = {}, time.perf_counter(), loop.nimg
+    if main and loop.last_record:
+        report_learning(loop.last_record, log, ctx.warn)
+
+
+COLLAPSED = 0.6  # diversity below this: the images vary too little to show the film (docs/training.md#collapse)
+
+
+def report_learning(record: dict[str, Any], log: Callable[[str], None], warn: Callable[[str], None]) -> None:
+    """Say in plain words how varied (and, with SWD on, how close to the frames) the last snapshot is."""
+    variety = record.get("diversity")
+    if variety is None:
+        return
+    swd = f"; SWD to the frames {record['swd']:.0f} (lower is closer)" if "swd" in record else ""
+    line = (f"At {record['kimg']:g} kimg the generated images vary {variety:.0%} as much as the frames "
+            f"(diversity {variety:.2f}){swd}.")
+    if variety < COLLAPSED:
+        warn(f"{line} The network has collapsed: it makes nearly the same image for every seed. "
+             "See docs/training.md#collapse for what to do.")
+    else:
+        log(line)
 
 
 def _snapshot(ctx: StageContext, loop: TrainingLoop, out: Path, nominal: int, grid_z: torch.Tensor,
@@ -765,15 +792,15 @@ def _snapshot(ctx: StageContext, loop: TrainingLoop, out: Path, nominal: int, gr
         record["augment_p"] = loop.augment.p  # the current value, not the interval's mean
     if loop.ada is not None and loop.ada.rt is not None:
         record["ada_rt"] = loop.ada.rt
-    if s.metrics:
-        t0 = time.perf_counter()
-        record.update(compute_metrics(loop, out))
-        record["metrics_seconds"] = round(time.perf_counter() - t0, 3)
+    t0 = time.perf_counter()
+    record.update(compute_metrics(loop, out))
+    record["metrics_seconds"] = round(time.perf_counter() - t0, 3)
     record.update({"sec_per_kimg": elapsed / max(shown, 1) * 1000, "img_per_sec": shown / max(elapsed, 1e-9),
                    "memory_mb": round(memory_mb(loop.device), 1), "time": time.time()})
     if loop.world > 1:
         record["gpus"] = loop.world
     append_line(out / STATS_NAME, json.dumps(record))
+    loop.last_record = record
     path = out / ckpt.checkpoint_name(nominal)
     tensors = loop.checkpoint_tensors(rng)
     ckpt.save_checkpoint(path, tensors, loop.checkpoint_state())
@@ -834,36 +861,42 @@ def real_features(loop: TrainingLoop, out: Path, log: Callable[[str], None] = la
 
 
 def compute_metrics(loop: TrainingLoop, out: Path, chunk: int = 64) -> dict[str, float]:
-    """The chosen metrics between ``metric_images`` training frames and as many G_ema images.
+    """``diversity`` and the chosen metrics between ``metric_images`` training frames and as many G_ema
+    images.
 
     The fakes are generated once and shared by every metric. Runs under a forked RNG so that metrics
     never change the training's random stream (exact resume).
     """
-    from .metrics import PatchSet, fid, kid, patches_per_image, swd
+    from .metrics import PatchSet, PixelSpread, diversity, fid, kid, patches_per_image, swd
 
     s, dev, cache = loop.settings, loop.device, loop.metric_cache
     count = min(s.metric_images, loop.dataset.num_frames)  # as many as metric_frames picks
     per_image = patches_per_image(count)
     want_swd = "swd" in s.metrics
     want_feats = any(m in s.metrics for m in FEATURE_METRICS)
-    if want_swd and "swd_reals" not in cache:
-        reals = PatchSet(per_image, s.seed)
+    if "spread_reals" not in cache or (want_swd and "swd_reals" not in cache):
+        spread, reals = PixelSpread(), PatchSet(per_image, s.seed)
         for batch in real_batches(loop, chunk):
-            reals.add(batch)
-        cache["swd_reals"] = reals.descriptors()
+            spread.add(batch)
+            if want_swd:
+                reals.add(batch)
+        cache["spread_reals"] = spread
+        if want_swd:
+            cache["swd_reals"] = reals.descriptors()
     real_feats = real_features(loop, out) if want_feats else None
-    fakes = PatchSet(per_image, s.seed)
+    fakes, fake_spread = PatchSet(per_image, s.seed), PixelSpread()
     fake_feats = []
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []), torch.no_grad():
         torch.manual_seed(s.seed + 4)
         for start in range(0, count, chunk):
             z = torch.randn(min(chunk, count - start), s.z_dim, device=dev)
             images = loop.G_ema(z, noise_mode="random").clamp(-1, 1)
+            fake_spread.add(images)
             if want_swd:
                 fakes.add(images)
             if want_feats:
                 fake_feats.append(cache["feature_net"](images))
-    result: dict[str, float] = {}
+    result: dict[str, float] = {"diversity": round(diversity(cache["spread_reals"], fake_spread), 4)}
     if want_swd:
         result.update(swd(cache["swd_reals"], fakes.descriptors(), s.resolution, s.img_channels, seed=s.seed))
     if "fid" in s.metrics:
