@@ -38,8 +38,20 @@ def registry() -> Registry:
     return _registry
 
 
+GLOBAL_FLAGS = ("-v", "--verbose", "-q", "--quiet")
+
+
 class CinemlGroup(click.Group):
-    """Turns user errors into one clear paragraph and exit code 1 (tracebacks with --verbose)."""
+    """Turns user errors into one clear paragraph and exit code 1 (tracebacks with --verbose).
+
+    The global flags work where people type them: ``cineml run p.toml -q`` as well as ``cineml -q run p.toml``.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        end = args.index("--") if "--" in args else len(args)
+        flags = [a for a in args[:end] if a in GLOBAL_FLAGS]
+        rest = [a for a in args[:end] if a not in GLOBAL_FLAGS]
+        return super().parse_args(ctx, flags + rest + args[end:])
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

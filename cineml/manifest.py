@@ -83,10 +83,11 @@ def _fail(file: Path, where: str, message: str) -> CinemlError:
     return CinemlError(f"{file}: {where}: {message}")
 
 
-def _suggest(word: str, candidates: Sequence[str]) -> str:
+def _suggest(word: str, candidates: Sequence[str], noun: str = "Valid keys") -> str:
+    """`` Did you mean 'x'? <noun>: a, b, c.`` (empty noun: the hint alone)."""
     close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
     hint = f" Did you mean {close[0]!r}?" if close else ""
-    return hint + (f" Valid keys: {', '.join(sorted(candidates))}." if candidates else "")
+    return hint + (f" {noun}: {', '.join(sorted(candidates))}." if candidates and noun else "")
 
 
 def _convert(opt: Option, value: Any) -> Any:
@@ -207,7 +208,7 @@ def _lookup(registry: Registry, kind: str, name: Any, file: Path, where: str) ->
     if name not in table:
         singular = kind[:-1]
         raise _fail(file, f"{where}.use", f"no {singular} named {name!r} is installed."
-                    f"{_suggest(name, list(table))} Run `cineml plugins` to see what is installed.")
+                    f"{_suggest(name, list(table), 'Installed')} Run `cineml plugins` to see what is installed.")
     return table[name]
 
 
@@ -324,7 +325,7 @@ def _bind_compose(registry: Registry, values: dict[str, Any], where: str, root: 
     if name is None or (name not in composers and name not in layouts):
         choices = sorted(set(composers) | set(layouts))
         raise _fail(file, f"{where}.use", ("missing" if name is None else f"no composer or layout named {name!r}")
-                    + f"; expected one of: {', '.join(choices)}.{_suggest(str(name), choices) if name else ''}")
+                    + f"; expected one of: {', '.join(choices)}.{_suggest(str(name), choices, '') if name else ''}")
     common = {k: values.pop(k) for k in [o.name for o in COMPOSE_OPTIONS] if k in values}
     common = validate_options(COMPOSE_OPTIONS, common, where, root, file)
     layout = None

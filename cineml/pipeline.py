@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import difflib
 import functools
 import glob as _glob
 from glob import escape as glob_escape
@@ -54,6 +55,7 @@ class PlannedStage:
     output: Path
     work_key: str  # the fingerprint without ``continues`` options: names the staging folder
     continues: bool = False  # only such options changed: start from the previous output
+    forced: bool = False  # --force: a fresh start, even over an interrupted run's staging folder
 
 
 def stage_group(stage: str) -> str:
@@ -300,7 +302,8 @@ class Pipeline:
                          and previous.get("work_key") == work_key)
             if continues:
                 reason += " (continuing from the previous output)"
-            planned.append(PlannedStage(step, fp, material, run, reason, output, work_key, continues))
+            planned.append(PlannedStage(step, fp, material, run, reason, output, work_key, continues,
+                                        forced=forced and step.stage in selected))
         return planned
 
     # --- running ---------------------------------------------------------------------------------
@@ -382,6 +385,8 @@ class Pipeline:
             p.material["inputs"]["files"] = self._files_digest(images)
             p.fingerprint, p.work_key = _digest(p.material), self._work_key(step, p.material)
         staging = self._staging(p)
+        if p.forced:  # an interrupted run's partial work would otherwise be resumed
+            shutil.rmtree(staging, ignore_errors=True)
         if p.continues and not staging.exists() and p.output.is_dir():
             self.log(f"{step.stage}: continuing from {p.output.name}/ (only options that carry on earlier work changed)")
             _link_copy(p.output, staging)
@@ -408,8 +413,10 @@ class Pipeline:
         if step.stage == "source":  # what it wrote, so that a later run can tell the artist's own film from it
             state[step.stage]["output"] = file_fingerprint(p.output)
         self._save_state(state)
-        for stale in (self.state_dir / "staging").glob(f"{staging.name.rsplit('-', 1)[0]}-*"):
-            shutil.rmtree(stale, ignore_errors=True)
+        step_name = staging.name.rsplit("-", 1)[0]
+        for stale in (self.state_dir / "staging").glob(f"{glob_escape(step_name)}-*"):
+            if stale.name.rsplit("-", 1)[0] == step_name:  # not another step whose name starts the same
+                shutil.rmtree(stale, ignore_errors=True)
         self._notify("stage_finished", project=project, stage=step.stage, output=p.output, seconds=seconds)
         return seconds
 
@@ -519,7 +526,10 @@ def _select(stages: list[str], only: Sequence[str], start: str | None, stop: str
 
     for name in [*only, *(n for n in (start, stop) if n)]:
         if not any(matches(s, name) for s in stages):
-            raise CinemlError(f"No stage named {name!r} in this project. Stages: {', '.join(stages)} "
+            names = sorted({*stages, *(stage_group(s) for s in stages)})
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise CinemlError(f"No stage named {name!r} in this project.{hint} Stages: {', '.join(stages)} "
                               "(or a group: source, extract, train, generate, compose).")
     chosen = [s for s in stages if not only or any(matches(s, n) for n in only)]
     if start:

@@ -459,7 +459,9 @@ def register_commands(cli: Any) -> None:
             info = probe(film)
         except CinemlError as exc:
             raise click.ClickException(str(exc)) from exc
-        table = Table(title=escape(str(film)), show_header=False)  # "Films [hd]/..." is a path, not markup
+        console = Console()
+        console.print(str(film), markup=False, soft_wrap=True)  # a path, whole: no markup, never wrapped mid-word
+        table = Table(show_header=False)
         dur = "unknown" if info.duration is None else f"{info.duration:.2f} s"
         rows = [("container", info.format), ("duration", dur),
                 ("video", f"{info.codec} {info.pix_fmt}".strip()),
@@ -472,5 +474,5 @@ def register_commands(cli: Any) -> None:
                  else f"{fps_frame_count(info.duration, 12)} frames (fps = 12 in [extract])"),
                 ("audio", "; ".join(info.audio) or "none")]
         for key, value in rows:
-            table.add_row(key, value)
-        Console().print(table)
+            table.add_row(key, escape(value))  # "[extract]" is text, not markup
+        console.print(table)

@@ -99,3 +99,12 @@ def test_network_errors_get_no_folder_advice():
 
     assert _describe(ConnectionError("webhook down")) == "webhook down. Run again with --verbose for details."
     assert "Check that the folder exists" in _describe(PermissionError(13, "Permission denied", "/art/x.png"))
+
+
+def test_global_flags_work_after_the_command_too(toy_project, cineml_cli):
+    code, out = cineml_cli("run", toy_project)
+    assert code == 0 and "stage(s) ran" in out
+    code, out = cineml_cli("run", toy_project, "--quiet")
+    assert code == 0 and "stage(s) ran" not in out and "plan" not in out  # quiet, as `cineml -q run`
+    code, out = cineml_cli("run", toy_project, "-S", "train.kimg=-1", "-v")
+    assert code == 1 and "Traceback" in out  # verbose, as `cineml -v run`

@@ -64,6 +64,7 @@ def test_unknown_implementation_with_suggestion(toy_project):
     edit(toy_project, 'use = "upper"', 'use = "uper"')
     msg = error_of(toy_project)
     assert "preprocess[0].use: no preprocessor named 'uper' is installed. Did you mean 'upper'?" in msg
+    assert "Installed: " in msg and "Valid keys" not in msg  # implementations, not keys
     assert "cineml plugins" in msg
 
 

@@ -116,7 +116,7 @@ def test_unknown_stage_name_is_a_clear_error(toy_project):
 
     from cineml import CinemlError
 
-    with pytest.raises(CinemlError, match="No stage named 'trian'"):
+    with pytest.raises(CinemlError, match="No stage named 'trian' in this project. Did you mean 'train'?"):
         plan_of(toy_project, only=("trian",))
 
 
@@ -390,3 +390,26 @@ def test_cli_refuses_to_render_over_the_artists_film(tmp_path):
     assert code == 1
     assert "would replace footage/film.mp4" in " ".join(out.split())
     assert film.read_bytes() == before
+
+
+def test_force_after_an_interrupted_run_starts_over(toy_project):
+    root = toy_project.parent
+    env = {**os.environ, "CRASH_AFTER": "3", "CINEML_LOAD_PLUGINS": ""}
+    subprocess.run([sys.executable, "-m", "cineml", "-q", "run", str(toy_project)], env=env, capture_output=True)
+    (staging,) = (root / ".cineml/staging").glob("extract-*")
+    (staging / "leftover.txt").write_text("from the interrupted run")
+    ran = run(toy_project, force=("extract",))
+    assert ran["extract"] == (True, "forced")
+    assert not (root / "frames/leftover.txt").exists()  # nothing of the interrupted run's work survives
+    assert len(list((root / "frames").glob("*.txt"))) == 5
+
+
+def test_finishing_a_step_keeps_the_staging_of_a_step_whose_name_starts_the_same(toy_project):
+    root = toy_project.parent
+    toy_project.write_text(toy_project.read_text() + '\n[[compose]]\nuse = "concat"\ninput = "fakes"\n'
+                                                      'output = "fakes.txt-2.txt"\n')
+    run(toy_project, only=("source", "extract", "train"))
+    other = root / ".cineml/staging/compose_fakes.txt-2.txt-0123456789abcdef"
+    other.mkdir(parents=True)  # an interrupted run of the second step
+    run(toy_project, only=("compose:fakes.txt",))
+    assert other.exists()

@@ -112,7 +112,13 @@ def test_probe_cli_command_prints_table(tmp_path: Path) -> None:
     film = make_film(tmp_path / "pal.mp4", frames=25, size=(720, 576), sar="16/15", audio=True)
     result = CliRunner().invoke(cli, ["probe", str(film)], terminal_width=120)
     assert result.exit_code == 0, result.output
-    for text in ("720x576", "SAR 16:15", "768x576 (4:3)", "25.000 fps", "progressive", "aac", "12 frames"):
+    for text in ("720x576", "SAR 16:15", "768x576 (4:3)", "25.000 fps", "progressive", "aac", "12 frames",
+                 "(fps = 12 in [extract])"):
         assert text in result.output
+    deep = tmp_path / ("a-very-long-folder-name-for-a-film-" * 4)
+    deep.mkdir()
+    film = film.rename(deep / "pal.mp4")
+    result = CliRunner().invoke(cli, ["probe", str(film)], terminal_width=60)
+    assert str(film) in result.output  # the path on one line, not broken inside a word
     bad = CliRunner().invoke(cli, ["probe", str(tmp_path / "nope.mp4")])
     assert bad.exit_code == 1 and "not found" in bad.output

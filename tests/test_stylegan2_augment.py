@@ -257,3 +257,31 @@ def test_ada_reacts_within_a_short_run(tmp_path):
     (line,) = [json.loads(x) for x in (out / "stats.jsonl").read_text().splitlines()]
     assert line["ada_rt"] > 0.6 and line["augment_p"] > 0.05, line
     assert json.loads((out / "training_options.json").read_text())["ada_kimg"] == 2
+
+
+def test_diffaugment_shifts_cuts_out_and_recolours_every_image():
+    from cineml_plugins.stylegan2.augment import DiffAugment
+
+    torch.manual_seed(0)
+    x = torch.ones(64, 1, 32, 32)
+    y = DiffAugment()(x)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    zeros = (y == 0).flatten(1).float().mean(dim=1)
+    assert (zeros >= 0.06).all()  # a cutout of at least a quarter of a 16x16 square in every image
+    assert zeros.max() <= 0.25 + 2 * 4 / 32 + 1e-6  # half-side square (1/4) + shifted-in borders (<= 4 px)
+    assert len({round(float(v), 4) for v in y[y != 0]}) > 32  # brightness/contrast differ per image
+    colour = DiffAugment()(torch.rand(8, 3, 16, 16))
+    assert colour.shape == (8, 3, 16, 16)
+
+
+def test_diffaugment_trains_and_is_twice_differentiable(tmp_path):
+    from cineml_plugins.stylegan2.augment import DiffAugment
+
+    D = Discriminator(img_resolution=16, channel_base=128, channel_max=16).requires_grad_(True)
+    penalty, _ = r1_penalty(D, images(4), DiffAugment())
+    penalty.sum().backward()
+    assert D.b16.conv0.weight.grad.abs().sum() > 0
+    out = tmp_path / "out"
+    train(tmp_path, out, kimg=0.032, augment="diffaugment")
+    stats = [json.loads(line) for line in (out / "stats.jsonl").read_text().splitlines()]
+    assert [r["augment_p"] for r in stats] == [1.0, 1.0] and "ada_rt" not in stats[-1]

@@ -518,3 +518,26 @@ def test_safe_unpickler_handles_plain_torch_tensors(tmp_path):
     out = SafeUnpickler(io.BytesIO(pickle.dumps(OrderedDict(t=t, p=p, s=t[1:], n=np.float64(0.5))))).load()
     assert torch.equal(out["t"], t) and torch.equal(out["p"], p.detach()) and torch.equal(out["s"], t[1:])
     assert out["n"] == 0.5
+
+
+def test_a_refused_tensor_storage_never_suggests_the_unsafe_load(tmp_path):
+    """A .pkl whose tensor storage holds a pickle that torch's weights-only loader refuses: the error says
+    so without passing on torch's advice to load it with weights_only=False (which would run it)."""
+    import argparse
+    import io
+    import pickle
+
+    payload = io.BytesIO()
+    torch.save(argparse.Namespace(run="anything"), payload)
+
+    class Storage:
+        def __reduce__(self):
+            return torch.storage._load_from_bytes, (payload.getvalue(),)
+
+    path = tmp_path / "net.pkl"
+    path.write_bytes(pickle.dumps({"G_ema": Storage()}, protocol=4))
+    with pytest.raises(CinemlError) as err:
+        read_pickle(path)
+    message = str(err.value)
+    assert "not a readable StyleGAN2 network pickle" in message and "nothing in it was run" in message
+    assert "weights_only" not in message

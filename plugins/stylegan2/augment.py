@@ -354,3 +354,51 @@ class AdaController:
         self.pipe.p = max(self.pipe.p + step, 0.0)
         self.rt = rt
         return rt
+
+
+class DiffAugment:
+    """DiffAugment's ``color,translation,cutout`` policy (Zhao et al. 2020, "Differentiable Augmentation
+    for Data-Efficient GAN Training"), applied to every image D sees, always (no controller).
+
+    ADA has to learn how much to augment, which takes kimg that a short run does not have; DiffAugment
+    augments at full strength from the first step. Per sample: brightness + U(-0.5, 0.5), saturation
+    x U(0, 2) (colour images only), contrast x U(0.5, 1.5) about the image mean; a shift of up to 1/8 of
+    the side with zero padding; a zeroed square of half the side at a random place. Built from
+    arithmetic and gathers, so it is twice differentiable (R1). ``p`` is 1: checkpoints and stats
+    treat it like a fixed ADA probability.
+    """
+
+    def __init__(self) -> None:
+        self.p = 1.0
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        dev, dt = x.device, x.dtype
+
+        def rand(*shape: int) -> torch.Tensor:  # drawn on the CPU generator, like AugmentPipe
+            return torch.rand(*shape).to(dev, dt)
+
+        x = x + (rand(n, 1, 1, 1) - 0.5)
+        if c > 1:
+            mean = x.mean(dim=1, keepdim=True)
+            x = (x - mean) * (rand(n, 1, 1, 1) * 2) + mean
+        mean = x.mean(dim=[1, 2, 3], keepdim=True)
+        x = (x - mean) * (rand(n, 1, 1, 1) + 0.5) + mean
+        # translation: output pixel (i, j) shows input (i + dy, j + dx), zero outside
+        ty, tx = max(h // 8, 1), max(w // 8, 1)
+        dy = torch.randint(-ty, ty + 1, (n, 1, 1)).to(dev)
+        dx = torch.randint(-tx, tx + 1, (n, 1, 1)).to(dev)
+        iy = torch.arange(h, device=dev).view(1, h, 1) + dy
+        ix = torch.arange(w, device=dev).view(1, 1, w) + dx
+        inside = ((iy >= 0) & (iy < h) & (ix >= 0) & (ix < w)).unsqueeze(1).to(dt)  # [N, 1, H, W]
+        rows = iy.clamp(0, h - 1).expand(n, h, w)
+        cols = ix.clamp(0, w - 1).expand(n, h, w)
+        batch = torch.arange(n, device=dev).view(n, 1, 1)
+        x = x.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2) * inside
+        # cutout: a square of half the side, centred anywhere in the image
+        cy = torch.randint(0, h, (n, 1, 1)).to(dev)
+        cx = torch.randint(0, w, (n, 1, 1)).to(dev)
+        ys = torch.arange(h, device=dev).view(1, h, 1)
+        xs = torch.arange(w, device=dev).view(1, 1, w)
+        hole = ((ys - cy).abs() < h // 4) & ((xs - cx).abs() < w // 4)
+        return x * (~hole).unsqueeze(1).to(dt)

@@ -199,8 +199,8 @@ def read_pickle(path: Path) -> Any:
     except CinemlError:
         raise
     except Exception as exc:  # truncated files, wrong formats, malformed records
-        raise CinemlError(f"{path} is not a readable StyleGAN2 network pickle ({type(exc).__name__}: {exc}). "
-                          f"{_REFUSED}") from None
+        raise CinemlError(f"{path} is not a readable StyleGAN2 network pickle ({type(exc).__name__}: "
+                          f"{_torch_reason(exc)}). {_REFUSED}") from None
 
 
 # --- From stubs to CineML networks -----------------------------------------------------------------

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from cineml import Option, StageContext, Trainer, hookimpl
 
-from .presets import CONFIGS, METRICS
+from .presets import AUGMENTS, CONFIGS, METRICS
 
 
 def _positive_pair(value: object) -> str | None:
@@ -55,9 +55,9 @@ class StyleGAN2Trainer(Trainer):
         Option("map_layers", int, None, min=1, max=16, help=f"Layers in the mapping network {_PRESET}."),
         Option("mbstd_group", int, None, min=1, help=f"Minibatch-stddev group size {_PRESET}."),
         Option("style_mixing", float, None, min=0, max=1,
-               help=f"Probability of style mixing per batch {_PRESET}: 0.9, or 0 for tiny."),
+               help="Probability of style mixing per batch (default: 0.9 in every preset)."),
         Option("pl_weight", float, None, min=0,
-               help=f"Path-length regularisation weight, 0 turns it off {_PRESET}: 2, or 0 for tiny."),
+               help="Path-length regularisation weight, 0 turns it off (default: 2 in every preset)."),
         Option("keep", int, 3, continues=True, min=0, help="Checkpoints to keep (older ones are deleted; 0 keeps all)."),
         Option("device", str, "auto", continues=True, choices=("auto", "cpu", "cuda"),
                help="Where to train: 'auto' picks a CUDA GPU when PyTorch sees one, else the CPU."),
@@ -67,13 +67,14 @@ class StyleGAN2Trainer(Trainer):
                     "unpickled); kimg counting restarts."),
         Option("grid", list, None, continues=True, check=_positive_pair,
                help="Fakes grid size [columns, rows] (default: like StyleGAN2, at most 16 x 9 below 128 px)."),
-        Option("augment", str, "ada", choices=("ada", "fixed", "none"),
+        Option("augment", str, "ada", choices=AUGMENTS,
                help="Discriminator augmentation (flips, rotations, scaling, colour...) against overfitting on few "
                     "or repetitive frames: 'ada' adapts its probability p to D's overconfidence, 'fixed' keeps "
-                    "p = augment_p, 'none' turns it off."),
+                    "p = augment_p, 'diffaugment' always shifts, cuts out and recolours (full strength from the "
+                    "first step), 'none' turns it off."),
         Option("augment_p", float, None, min=0,
                help="Augmentation probability: the starting value for 'ada', the constant one for 'fixed' "
-                    f"{_PRESET}: 0, or 0.2 for tiny."),
+                    "(default: 0 in every preset)."),
         Option("ada_target", float, 0.6, min=0, max=1,
                help="ADA raises p while the share of reals D scores positive (E[sign D(x)]) exceeds this."),
         Option("ada_kimg", float, None, min=0.001,

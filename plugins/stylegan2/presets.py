@@ -16,6 +16,7 @@ from cineml import CinemlError
 
 CONFIGS = ("auto", "stylegan2", "paper256", "tiny")
 METRICS = ("swd", "fid", "kid")
+AUGMENTS = ("ada", "fixed", "diffaugment", "none")
 FEATURE_METRICS = ("fid", "kid")  # need the artist's feature network (option ``inception``)
 MISSING_INCEPTION = (
     "FID and KID need a feature network as a TorchScript file on this machine, which CineML never downloads: "
@@ -23,7 +24,7 @@ MISSING_INCEPTION = (
     "the StyleGAN2-ADA and StyleGAN3 metrics use), or remove \"fid\" and \"kid\" from metrics.")
 
 # Per-config values. None: computed by the ``auto`` formulas from the resolution. style_mixing, pl_weight and
-# augment_p are the reference's 0.9, 2 and 0 in every GPU preset.
+# augment_p are the reference's 0.9, 2 and 0 in every preset (a preset may set its own).
 _REFERENCE = dict(style_mixing=0.9, pl_weight=2.0, augment_p=0.0)
 _SPECS: dict[str, dict[str, Any]] = {
     "stylegan2": dict(kimg=25000, snapshot_kimg=200, batch=32, mbstd_group=4, channel_base=32768,
@@ -36,13 +37,9 @@ _SPECS: dict[str, dict[str, Any]] = {
     # make a smoother film of the training (docs/training.md, "Presets").
     "auto": dict(kimg=25000, snapshot_kimg=50, batch=None, mbstd_group=None, channel_base=None,
                  channel_max=512, map_layers=2, lr=None, gamma=None, ema_kimg=None, ema_rampup=0.05, **_REFERENCE),
-    # Small enough that a 32x32 run shows the film within minutes on two CPU cores; tuned for such short
-    # runs with benchmarks/learns.py (docs/training.md, "Short runs"): no style mixing or path-length
-    # regulariser (as the reference's low-resolution cifar config), a higher learning rate, and
-    # augmentation from the first step.
+    # Small enough that a 32x32 run shows shapes within minutes on two CPU cores.
     "tiny": dict(kimg=20, snapshot_kimg=1, batch=8, mbstd_group=4, channel_base=1024, channel_max=128,
-                 map_layers=2, lr=0.005, gamma=None, ema_kimg=None, ema_rampup=0.05,
-                 style_mixing=0.0, pl_weight=0.0, augment_p=0.2),
+                 map_layers=2, lr=0.0025, gamma=None, ema_kimg=None, ema_rampup=0.05, **_REFERENCE),
 }
 
 
@@ -75,7 +72,7 @@ class Settings:
     w_dim: int = 512
     style_mixing: float = 0.9
     pl_weight: float = 2.0
-    augment: str = "ada"  # "ada" | "fixed" | "none"
+    augment: str = "ada"  # one of AUGMENTS
     augment_p: float = 0.0  # initial (ada) or constant (fixed) augmentation probability
     ada_target: float = 0.6
     ada_kimg: float = 500.0
@@ -189,8 +186,8 @@ def resolve(options: dict[str, Any], resolution: int, img_channels: int, project
     if precision not in ("fp32", "bf16"):
         raise CinemlError(f"[train] precision = {precision!r}: use \"auto\", \"fp32\" or \"bf16\".")
     augment = options.get("augment") or "ada"
-    if augment not in ("ada", "fixed", "none"):
-        raise CinemlError(f"[train] augment = {augment!r}: use \"ada\", \"fixed\" or \"none\".")
+    if augment not in AUGMENTS:
+        raise CinemlError(f"[train] augment = {augment!r}: use one of {', '.join(map(repr, AUGMENTS))}.")
     metrics = tuple(options.get("metrics") or ())
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:

@@ -36,7 +36,7 @@ from cineml import CinemlError, Progress, StageContext, atomic_path
 
 from . import checkpoints as ckpt
 from . import distributed
-from .augment import AdaController, AugmentPipe
+from .augment import AdaController, AugmentPipe, DiffAugment
 from .cpu_share import CpuShare
 from .dataset import FrameDataset, open_frames, remove_cache
 from .distributed import DistInfo, Sync
@@ -167,9 +167,11 @@ class TrainingLoop:
         amp = torch.bfloat16 if s.precision == "bf16" else None
         self.G.set_precision(amp, s.num_fp16_res)
         self.D.set_precision(amp, s.num_fp16_res)
-        self.augment: AugmentPipe | None = None
+        self.augment: AugmentPipe | DiffAugment | None = None
         self.ada: AdaController | None = None
-        if s.augment != "none":
+        if s.augment == "diffaugment":
+            self.augment = DiffAugment()
+        elif s.augment != "none":
             self.augment = AugmentPipe(p=s.augment_p)
         if s.augment == "ada":
             self.ada = AdaController(self.augment, s.ada_target, s.ada_kimg, s.batch, s.ada_interval)
