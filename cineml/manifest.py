@@ -239,7 +239,7 @@ def load_project(path: str | Path, registry: Registry, overrides: Sequence[str] 
         raise _fail(file, "plugins", f"{local!r} is not valid; expected a list of Python file names, "
                                      "e.g. plugins = [\"my_layouts.py\"].")
     plugin_files = []
-    for name in sorted(local):
+    for name in local:  # in the order given: the artist's order is the load order
         p = (root / name).resolve()
         if not p.is_file():
             raise _fail(file, "plugins", f"{name!r}: no such file ({p}). Plugin files are relative to the "

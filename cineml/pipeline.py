@@ -175,7 +175,7 @@ class Pipeline:
         and without the files those options name."""
         free = {o.name for o in step.impl.options if o.continues}
         options = {k: v for k, v in material["options"].items() if k not in free}
-        inputs = {k: v for k, v in material["inputs"].items() if k.removeprefix("file ") not in free}
+        inputs = {k: v for k, v in material["inputs"].items() if k.split(" ", 1)[-1] not in free}
         return _digest({**material, "options": options, "inputs": inputs})
 
     def _option_files(self, step: Step, fingerprint: Callable[[Path], str] = file_fingerprint) -> dict[str, str]:
@@ -193,6 +193,8 @@ class Pipeline:
             try:
                 if path.is_file():
                     found[f"file {key}"] = fingerprint(path)
+                elif path.is_dir():  # a training folder to resume from: a new checkpoint in it re-runs the step
+                    found[f"folder {key}"] = self._files_digest(sorted(p for p in path.iterdir() if p.is_file()))
             except OSError:  # unreadable or a name the file system rejects: the stage will say so
                 continue
         return found
@@ -575,8 +577,9 @@ def _explain(old: dict[str, Any], new: dict[str, Any]) -> str:
         reasons.append("preprocess chain changed")
     for k in sorted(set(old.get("inputs", {})) | set(new.get("inputs", {}))):
         if old.get("inputs", {}).get(k) != new.get("inputs", {}).get(k):
+            kind, _, key = k.partition(" ")
             reasons.append("the film changed" if k == "source" else
-                           f"the file {k[5:]} names changed" if k.startswith("file ") else f"input {k} changed")
+                           f"the {kind} {key} names changed" if kind in ("file", "folder") else f"input {k} changed")
     if old.get("seed") != new.get("seed"):
         reasons.append(f"seed {old.get('seed')} -> {new.get('seed')}")
     if old.get("layout") != new.get("layout"):

@@ -12,7 +12,7 @@ TEMPLATE = '''\
 # A stage whose settings and inputs did not change since the last run is skipped;
 # `cineml run --dry-run` says what would run and why.
 
-# Python files beside this manifest with your own layouts or plugins (loaded in sorted order).
+# Python files beside this manifest with your own layouts or plugins (loaded in this order).
 # plugins = ["my_layouts.py"]
 
 [project]

@@ -161,3 +161,18 @@ def test_overrides_reach_a_single_table_and_reject_empty_keys(toy_project):
     assert load(toy_project, "preprocess.0.suffix=!").step("extract").chain[0][1]["suffix"] == "!"
     assert "-S '=5': the key before '=' is empty" in error_of(toy_project, "=5")
     assert "has an empty part" in error_of(toy_project, "train..kimg=5")
+
+
+def test_plugin_files_load_in_the_order_the_manifest_gives(toy_project):
+    from cineml.plugins import load_registry
+
+    root = toy_project.parent
+    for name in ("b_first.py", "a_second.py"):
+        (root / name).write_text("")
+    toy_project.write_text(toy_project.read_text().replace('plugins = ["toy_plugins.py"]',
+                                                           'plugins = ["toy_plugins.py", "b_first.py", "a_second.py"]'))
+    reg = load_registry()
+    project = load_project(toy_project, reg)
+    assert [p.name for p in project.plugins] == ["toy_plugins.py", "b_first.py", "a_second.py"]
+    local = [name for name, info in reg.plugins.items() if info.version.startswith("local-")]
+    assert local == ["toy_plugins.py", "b_first.py", "a_second.py"]

@@ -413,3 +413,15 @@ def test_finishing_a_step_keeps_the_staging_of_a_step_whose_name_starts_the_same
     other.mkdir(parents=True)  # an interrupted run of the second step
     run(toy_project, only=("compose:fakes.txt",))
     assert other.exists()
+
+
+def test_a_new_file_in_a_folder_an_option_names_reruns_the_step(toy_project):
+    """resume = "other/train" is a folder: its newest checkpoint is what the step uses."""
+    root = toy_project.parent
+    (root / "nets").mkdir()
+    (root / "nets/network-snapshot-000010.safetensors").write_text("one")
+    run(toy_project, 'compose.0.sep="nets"')
+    assert plan_of(toy_project, 'compose.0.sep="nets"')["compose:fakes.txt"] == (False, "up to date")
+    (root / "nets/network-snapshot-000020.safetensors").write_text("two")
+    assert plan_of(toy_project, 'compose.0.sep="nets"')["compose:fakes.txt"] == \
+        (True, "changed: the folder sep names changed")
