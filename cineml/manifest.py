@@ -357,6 +357,9 @@ def _bind_compose(registry: Registry, values: dict[str, Any], where: str, root: 
 
 def _inside(root: Path, value: str, file: Path, key: str, must_exist: bool) -> Path:
     path = (root / value).resolve()
+    if must_exist and path.is_dir():
+        raise _fail(file, key, f"{value!r} is a folder ({path}), not a film file. Point it at the film inside "
+                               "it, e.g. source = \"footage/film.mp4\".")
     if must_exist and not path.is_file():
         raise _fail(file, key, f"{value!r}: no such file ({path}). Put the film there or fix the path "
                                "(relative paths are relative to the project folder).")

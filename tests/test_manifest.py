@@ -58,6 +58,9 @@ def test_missing_file(toy_project):
     edit(toy_project, '[source]\nuse = "textfilm"\nframes = 5\n', "")
     msg = error_of(toy_project)
     assert "project.source: 'footage/film.txt': no such file" in msg
+    (toy_project.parent / "footage/film.txt").mkdir(parents=True)  # a folder where the film should be
+    msg = error_of(toy_project)
+    assert "project.source: 'footage/film.txt' is a folder" in msg and "not a film file" in msg
 
 
 def test_unknown_implementation_with_suggestion(toy_project):
