@@ -43,6 +43,10 @@ class Option:
     starting over (a trainer's ``kimg``: raise it and training goes on from its last checkpoint). The
     stage still re-runs, in the same staging folder, which the engine first fills with the previous
     output (hard links, so gigabytes of checkpoints cost nothing) when that is all that changed.
+
+    ``names="layouts"`` (or any registry: "composers", "trainers"...) says the value is the name of a
+    registered entry: a misspelt name is refused when the manifest is read, with a did-you-mean, not
+    when the stage finally runs.
     """
 
     name: str
@@ -56,6 +60,7 @@ class Option:
     must_exist: bool = False
     check: Callable[[Any], str | None] | None = None
     continues: bool = False
+    names: str | None = None  # a registry this option names an entry of ("layouts"): checked when planning
 
     @property
     def required(self) -> bool:

@@ -109,11 +109,12 @@ def _convert(opt: Option, value: Any) -> Any:
 
 
 def validate_options(options: Sequence[Option], values: dict[str, Any], where: str, root: Path,
-                     file: Path | None = None) -> dict[str, Any]:
+                     file: Path | None = None, registry: Registry | None = None) -> dict[str, Any]:
     """Check ``values`` against declared ``options``; return them complete with defaults.
 
     ``where`` is the key path for messages (``"train"``, ``"compose[2]"``); relative paths resolve
-    against ``root``. Raises :class:`CinemlError` naming the file, key, value and expectation.
+    against ``root``; with a ``registry``, options declared ``names=...`` must name one of its entries.
+    Raises :class:`CinemlError` naming the file, key, value and expectation.
     """
     file = file or root / "project.toml"
     declared = {o.name: o for o in options}
@@ -148,6 +149,9 @@ def validate_options(options: Sequence[Option], values: dict[str, Any], where: s
             problem = opt.check(value)
             if problem:
                 raise _fail(file, key, f"{raw!r} is not valid: {problem}")
+        if opt.names and registry is not None and value and value not in registry.impls[opt.names]:
+            entries = list(registry.impls[opt.names])
+            raise _fail(file, key, f"no {opt.names[:-1]} named {value!r} is installed.{_suggest(value, entries, 'Installed')}")
         if opt.path and isinstance(value, str):
             path = (root / value).resolve()
             if opt.must_exist and not path.exists():
@@ -267,7 +271,7 @@ def load_project(path: str | Path, registry: Registry, overrides: Sequence[str] 
             raise _fail(file, f"{where}.use", f"missing; name the implementation to use, one of: "
                                               f"{', '.join(sorted(registry.impls[kind]))}.")
         impl = _lookup(registry, kind, name, file, where)
-        return impl, validate_options(impl.options, values, where, root, file)
+        return impl, validate_options(impl.options, values, where, root, file, registry)
 
     src = table("source")
     if meta["source"] is not None:
@@ -331,13 +335,13 @@ def _bind_compose(registry: Registry, values: dict[str, Any], where: str, root: 
     layout = None
     if name in composers:
         impl = composers[name]
-        options = validate_options(impl.options, values, where, root, file)
+        options = validate_options(impl.options, values, where, root, file, registry)
     else:
         if "layout" not in composers:
             raise _fail(file, f"{where}.use", f"{name!r} is a layout, but no composer named 'layout' is "
                                               "installed to render layouts (it is built in; check CINEML_LOAD_PLUGINS).")
         impl, layout = composers["layout"], layouts[name]
-        options = validate_options(layout.options, values, where, root, file)
+        options = validate_options(layout.options, values, where, root, file, registry)
         options["layout"] = name
     output = common["output"]
     art = (root / STAGE_OUTPUTS["compose"]).resolve()

@@ -141,7 +141,7 @@ class Animation(cineml.Composer):
         Option("audio", str, "none", "\"none\", \"source\" (the film's soundtrack, trimmed or looped "
                "to length) or an audio file relative to the project folder."),
         Option("layout", str, "", "A layout applied per frame; the input is split into one "
-               "contiguous stretch per tile (e.g. each window plays its own part of a walk)."),
+               "contiguous stretch per tile (e.g. each window plays its own part of a walk).", names="layouts"),
         Option("layout_options", dict, {}, "Options of that layout, as in a layout step."),
         Option("tiles", int, 0, "Images per laid-out frame; 0 asks the layout (its capacity for "
                "layout_options: columns x rows, bays x floors; for a filmstrip set its frames_per_strip).", min=0),

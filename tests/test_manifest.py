@@ -179,3 +179,11 @@ def test_plugin_files_load_in_the_order_the_manifest_gives(toy_project):
     assert [p.name for p in project.plugins] == ["toy_plugins.py", "b_first.py", "a_second.py"]
     local = [name for name, info in reg.plugins.items() if info.version.startswith("local-")]
     assert local == ["toy_plugins.py", "b_first.py", "a_second.py"]
+
+
+def test_a_misspelt_layout_in_an_option_is_refused_when_the_manifest_is_read(toy_project):
+    toy_project.write_text(toy_project.read_text() + '\n[[compose]]\nuse = "animation"\ninput = "fakes"\n'
+                                                      'layout = "windowz"\noutput = "w.mp4"\n')
+    msg = error_of(toy_project)
+    assert "compose[1].layout: no layout named 'windowz' is installed. Did you mean 'windows'?" in msg
+    assert "Installed: " in msg
