@@ -232,7 +232,25 @@ def load_project(path: str | Path, registry: Registry, overrides: Sequence[str] 
     for text in overrides:
         keys, value = parse_override(text)
         apply_override(data, keys, value, text)
+    try:
+        return _build(file, root, data, registry)
+    except CinemlError as exc:
+        raise _blame_override(exc, file, overrides) from None
 
+
+def _blame_override(exc: CinemlError, file: Path, overrides: Sequence[str]) -> CinemlError:
+    """An error about a key that ``-S`` set names the ``-S`` argument, not the manifest file."""
+    message = str(exc)
+    for text in reversed(overrides):  # the last -S of a key is the one that counts
+        keys, _ = parse_override(text)
+        where = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in keys).lstrip(".")
+        for prefix in (f"{file}: {where}:", f"{file}: {where}."):
+            if message.startswith(prefix):
+                return CinemlError(f"-S {text} (overriding {file.name}): {message[len(str(file)) + 2:]}")
+    return exc
+
+
+def _build(file: Path, root: Path, data: dict[str, Any], registry: Registry) -> Project:
     allowed = {"project", "plugins", *STAGE_KINDS}
     for key in data:
         if key not in allowed:

@@ -187,3 +187,12 @@ def test_a_misspelt_layout_in_an_option_is_refused_when_the_manifest_is_read(toy
     msg = error_of(toy_project)
     assert "compose[1].layout: no layout named 'windowz' is installed. Did you mean 'windows'?" in msg
     assert "Installed: " in msg
+
+
+def test_an_error_in_a_dash_s_value_names_the_argument(toy_project):
+    msg = error_of(toy_project, "train.snapshots=0")
+    assert msg.startswith("-S train.snapshots=0 (overriding project.toml): train.snapshots: 0 is out of range")
+    msg = error_of(toy_project, "compose.0.every=0")
+    assert msg.startswith("-S compose.0.every=0 (overriding project.toml): compose[0].every: 0 is out of range")
+    edit(toy_project, "frames = 5", "frames = 0")  # the file's own mistake: the file is named
+    assert error_of(toy_project, "train.snapshots=3").startswith(str(toy_project))
