@@ -7,13 +7,14 @@ so validation here is generic: the engine knows no plugin's settings.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import difflib
 import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from .api import REQUIRED, CinemlError, Implementation, Layout, Option
 
@@ -114,52 +115,59 @@ def validate_options(options: Sequence[Option], values: dict[str, Any], where: s
 
     ``where`` is the key path for messages (``"train"``, ``"compose[2]"``); relative paths resolve
     against ``root``; with a ``registry``, options declared ``names=...`` must name one of its entries.
-    Raises :class:`CinemlError` naming the file, key, value and expectation.
+    Raises :class:`CinemlError` naming the file, key, value and expectation: one line per bad key.
     """
     file = file or root / "project.toml"
     declared = {o.name: o for o in options}
-    for key in values:
-        if key not in declared:
-            raise _fail(file, f"{where}.{key}", f"unknown option.{_suggest(key, list(declared))}")
+    problems = [str(_fail(file, f"{where}.{key}", f"unknown option.{_suggest(key, list(declared))}"))
+                for key in values if key not in declared]
     result: dict[str, Any] = {}
     for opt in options:
-        key = f"{where}.{opt.name}"
-        if opt.name not in values:
-            if opt.required:
-                raise _fail(file, key, f"missing; expected {opt.describe_type()} ({opt.help})")
-            result[opt.name] = opt.default
-            continue
-        value = raw = values[opt.name]
         try:
-            value = _convert(opt, value)
-        except TypeError:
-            raise _fail(file, key, f"{value!r} is not valid; expected {opt.describe_type()}. {opt.help}") from None
-        if opt.choices is not None and value not in opt.choices:
-            hint = ""
-            if isinstance(value, str):
-                close = difflib.get_close_matches(value, [str(c) for c in opt.choices], n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise _fail(file, key, f"{raw!r} is not valid; expected {opt.describe_type()}.{hint}")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise _fail(file, key, f"{raw!r} is not valid; expected {opt.describe_type()} (a finite number).")
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if (opt.min is not None and value < opt.min) or (opt.max is not None and value > opt.max):
-                raise _fail(file, key, f"{raw!r} is out of range; expected {opt.describe_type()}.")
-        if opt.check is not None:
-            problem = opt.check(value)
-            if problem:
-                raise _fail(file, key, f"{raw!r} is not valid: {problem}")
-        if opt.names and registry is not None and value and value not in registry.impls[opt.names]:
-            entries = list(registry.impls[opt.names])
-            raise _fail(file, key, f"no {opt.names[:-1]} named {value!r} is installed.{_suggest(value, entries, 'Installed')}")
-        if opt.path and isinstance(value, str):
-            path = (root / value).resolve()
-            if opt.must_exist and not path.exists():
-                raise _fail(file, key, f"{value!r}: no such file ({path}). Check the path; relative "
-                                       "paths are relative to the project folder.")
-            value = path
-        result[opt.name] = value
+            result[opt.name] = _check_option(opt, values, f"{where}.{opt.name}", root, file, registry)
+        except CinemlError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise CinemlError("\n".join(problems))
     return result
+
+
+def _check_option(opt: Option, values: dict[str, Any], key: str, root: Path, file: Path,
+                  registry: Registry | None) -> Any:
+    if opt.name not in values:
+        if opt.required:
+            raise _fail(file, key, f"missing; expected {opt.describe_type()} ({opt.help})")
+        return opt.default
+    value = raw = values[opt.name]
+    try:
+        value = _convert(opt, value)
+    except TypeError:
+        raise _fail(file, key, f"{value!r} is not valid; expected {opt.describe_type()}. {opt.help}") from None
+    if opt.choices is not None and value not in opt.choices:
+        hint = ""
+        if isinstance(value, str):
+            close = difflib.get_close_matches(value, [str(c) for c in opt.choices], n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise _fail(file, key, f"{raw!r} is not valid; expected {opt.describe_type()}.{hint}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _fail(file, key, f"{raw!r} is not valid; expected {opt.describe_type()} (a finite number).")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if (opt.min is not None and value < opt.min) or (opt.max is not None and value > opt.max):
+            raise _fail(file, key, f"{raw!r} is out of range; expected {opt.describe_type()}.")
+    if opt.check is not None:
+        problem = opt.check(value)
+        if problem:
+            raise _fail(file, key, f"{raw!r} is not valid: {problem}")
+    if opt.names and registry is not None and value and value not in registry.impls[opt.names]:
+        entries = list(registry.impls[opt.names])
+        raise _fail(file, key, f"no {opt.names[:-1]} named {value!r} is installed.{_suggest(value, entries, 'Installed')}")
+    if opt.path and isinstance(value, str):
+        path = (root / value).resolve()
+        if opt.must_exist and not path.exists():
+            raise _fail(file, key, f"{value!r}: no such file ({path}). Check the path; relative "
+                                   "paths are relative to the project folder.")
+        value = path
+    return value
 
 
 def parse_override(text: str) -> tuple[list[str | int], Any]:
@@ -240,21 +248,33 @@ def load_project(path: str | Path, registry: Registry, overrides: Sequence[str] 
 
 def _blame_override(exc: CinemlError, file: Path, overrides: Sequence[str]) -> CinemlError:
     """An error about a key that ``-S`` set names the ``-S`` argument, not the manifest file."""
-    message = str(exc)
-    for text in reversed(overrides):  # the last -S of a key is the one that counts
-        keys, _ = parse_override(text)
-        where = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in keys).lstrip(".")
-        for prefix in (f"{file}: {where}:", f"{file}: {where}."):
-            if message.startswith(prefix):
-                return CinemlError(f"-S {text} (overriding {file.name}): {message[len(str(file)) + 2:]}")
-    return exc
+    lines = str(exc).split("\n")
+    for i, line in enumerate(lines):
+        for text in reversed(overrides):  # the last -S of a key is the one that counts
+            keys, _ = parse_override(text)
+            where = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in keys).lstrip(".")
+            if line.startswith((f"{file}: {where}:", f"{file}: {where}.")):
+                lines[i] = f"-S {text} (overriding {file.name}): {line[len(str(file)) + 2:]}"
+                break
+    return CinemlError("\n".join(lines))
 
 
 def _build(file: Path, root: Path, data: dict[str, Any], registry: Registry) -> Project:
+    """Validate every table, gathering the errors of all of them: a manifest with a typo, a wrong type
+    and a bad value gets three lines at once, not three runs."""
+    problems: list[str] = []
+
+    @contextlib.contextmanager
+    def gather() -> Iterator[None]:
+        try:
+            yield
+        except CinemlError as exc:
+            problems.append(str(exc))
+
     allowed = {"project", "plugins", *STAGE_KINDS}
     for key in data:
         if key not in allowed:
-            raise _fail(file, key, f"unknown table.{_suggest(key, sorted(allowed))}")
+            problems.append(str(_fail(file, key, f"unknown table.{_suggest(key, sorted(allowed))}")))
 
     local = data.get("plugins", [])
     if not isinstance(local, list) or not all(isinstance(p, str) for p in local):
@@ -301,8 +321,9 @@ def _build(file: Path, root: Path, data: dict[str, Any], registry: Registry) -> 
             raise _fail(file, "project.source", f"{meta['source']!r} leaves the project folder, but the [source] "
                                                 "stage writes the film there; give a path inside the project, "
                                                 "such as \"footage/film.mp4\".")
-        impl, opts = bind("sources", src, "source")
-        project.steps.append(Step("source", "source", impl, opts))
+        with gather():
+            impl, opts = bind("sources", src, "source")
+            project.steps.append(Step("source", "source", impl, opts))
 
     ext = table("extract")
     chain_tables = data.get("preprocess", [])
@@ -314,15 +335,21 @@ def _build(file: Path, root: Path, data: dict[str, Any], registry: Registry) -> 
         if project.source is None:
             raise _fail(file, "project.source", "missing: name the film (source = \"footage/film.mp4\") or "
                                                 "add a [source] table that makes one.")
-        impl, opts = bind("extractors", ext or {}, "extract", default_use="fps")
-        chain = [bind("preprocessors", t, f"preprocess[{i}]") for i, t in enumerate(chain_tables)]
-        project.steps.append(Step("extract", "extract", impl, opts, chain=chain))
+        chain = []
+        for i, t in enumerate(chain_tables):
+            with gather():
+                chain.append(bind("preprocessors", t, f"preprocess[{i}]"))
+        with gather():
+            impl, opts = bind("extractors", ext or {}, "extract", default_use="fps")
+            if len(chain) == len(chain_tables):
+                project.steps.append(Step("extract", "extract", impl, opts, chain=chain))
 
     for key, kind in (("train", "trainers"), ("generate", "generators")):
-        values = table(key)
-        if values is not None:
-            impl, opts = bind(kind, values, key)
-            project.steps.append(Step(key, key, impl, opts))
+        with gather():
+            values = table(key)
+            if values is not None:
+                impl, opts = bind(kind, values, key)
+                project.steps.append(Step(key, key, impl, opts))
 
     compose_tables = data.get("compose", [])
     if isinstance(compose_tables, dict):
@@ -331,7 +358,10 @@ def _build(file: Path, root: Path, data: dict[str, Any], registry: Registry) -> 
         raise _fail(file, "compose", "expected one or more [[compose]] tables.")
     seen: dict[str, str] = {}
     for i, values in enumerate(compose_tables):
-        project.steps.append(_bind_compose(registry, values, f"compose[{i}]", root, file, seen))
+        with gather():
+            project.steps.append(_bind_compose(registry, values, f"compose[{i}]", root, file, seen))
+    if problems:
+        raise CinemlError("\n".join(problems))
     _check_dependencies(project, file)
     return project
 

@@ -196,3 +196,15 @@ def test_an_error_in_a_dash_s_value_names_the_argument(toy_project):
     assert msg.startswith("-S compose.0.every=0 (overriding project.toml): compose[0].every: 0 is out of range")
     edit(toy_project, "frames = 5", "frames = 0")  # the file's own mistake: the file is named
     assert error_of(toy_project, "train.snapshots=3").startswith(str(toy_project))
+
+
+def test_every_manifest_error_is_reported_at_once(toy_project):
+    edit(toy_project, "frames = 5", "frames = 5\nframez = 3")  # a typo
+    edit(toy_project, 'use = "counter"', 'use = "counter"\nkimg = "long"')  # a wrong type
+    edit(toy_project, 'output = "fakes.txt"', 'output = "fakes.txt"\nevery = 0')  # a bad value
+    lines = error_of(toy_project).splitlines()
+    assert len(lines) == 3, lines
+    assert "source.framez: unknown option. Did you mean 'frames'?" in lines[0]
+    assert "train.kimg: 'long' is not valid; expected a number" in lines[1]
+    assert "compose[0].every: 0 is out of range" in lines[2]
+    assert all(line.startswith(str(toy_project)) for line in lines)
