@@ -33,6 +33,7 @@ from .plugins import Registry, notify
 from .progress import Progress
 
 STATE_DIR = ".cineml"
+OWNED = ".cineml-output"  # in every output folder the engine publishes: "a stage wrote this, it may replace it"
 STAGE_ORDER = ("source", "extract", "train", "generate", "compose")
 
 #: compose ``input`` names -> (stage that makes them, glob patterns under the project folder)
@@ -386,6 +387,7 @@ class Pipeline:
             images = self.compose_images(step)
             p.material["inputs"]["files"] = self._files_digest(images)
             p.fingerprint, p.work_key = _digest(p.material), self._work_key(step, p.material)
+        _refuse_foreign_link_target(p.output)
         staging = self._staging(p)
         if p.forced:  # an interrupted run's partial work would otherwise be resumed
             shutil.rmtree(staging, ignore_errors=True)
@@ -403,6 +405,8 @@ class Pipeline:
             if not out.exists():
                 raise CinemlError(f"Stage {step.stage} ({step.impl.name}, plugin {step.impl.plugin!r}) finished "
                                   f"without writing its output {out.name}. This is a bug in that plugin.")
+            if out.is_dir():
+                (out / OWNED).write_text(f"{step.stage}\n")
             _move_into_place(out, p.output)
         except BaseException as exc:
             self._notify("stage_failed", project=project, stage=step.stage, error=exc)
@@ -493,6 +497,22 @@ def _exclusive(lock: Path, root: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _refuse_foreign_link_target(output: Path) -> None:
+    """A stage replaces its whole output folder. Where that folder is a link (``frames -> /mnt/big/frames``),
+    the folder it points to must be empty or one the engine published itself: never empty a folder of the
+    artist's other files."""
+    if not output.is_symlink() or not output.resolve().is_dir():
+        return
+    target = output.resolve()
+    foreign = sorted(e.name for e in target.iterdir())
+    if foreign and not (target / OWNED).exists():
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise CinemlError(
+            f"{output} is a link to {target}, which holds files CineML did not write ({shown}). A stage replaces "
+            "its whole output folder, so CineML will not write there: point the link at an empty folder (CineML "
+            "fills it, and replaces it on later runs), or move those files elsewhere first.")
 
 
 def _move_into_place(out: Path, final: Path) -> None:

@@ -425,3 +425,19 @@ def test_a_new_file_in_a_folder_an_option_names_reruns_the_step(toy_project):
     (root / "nets/network-snapshot-000020.safetensors").write_text("two")
     assert plan_of(toy_project, 'compose.0.sep="nets"')["compose:fakes.txt"] == \
         (True, "changed: the folder sep names changed")
+
+
+def test_a_linked_output_folder_holding_the_artists_files_is_never_emptied(toy_project, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "precious.txt").write_text("keep")
+    (toy_project.parent / "frames").symlink_to(other)
+    with pytest.raises(CinemlError, match=r"frames is a link to .*other, which holds files CineML did not "
+                                          r"write \(precious.txt\)"):
+        run(toy_project)
+    assert (other / "precious.txt").read_text() == "keep" and [p.name for p in other.iterdir()] == ["precious.txt"]
+    (other / "precious.txt").unlink()  # an empty folder: CineML may fill it, and replace it later
+    run(toy_project)
+    assert len(list(other.glob("*.txt"))) == 5
+    run(toy_project, "extract.every=2")
+    assert len(list(other.glob("*.txt"))) == 3
