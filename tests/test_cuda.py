@@ -12,9 +12,10 @@ How the two devices are made comparable:
 - Same random numbers: the CUDA generator's stream differs from the CPU's, so ``cpu_draws`` makes
   every ``torch.randn``/``randn_like`` draw on the CPU generator and move the result to the device;
   the training step then checks that the CUDA generator was never touched (nothing escaped).
-- Same arithmetic: ``TrainingLoop`` turns TF32 on for the whole process (as training runs), whose
-  10-bit mantissa would put ~1e-3 relative error in every convolution; comparisons switch it off
-  (``exact_fp32``) and the fixture ``math_flags`` restores PyTorch's flags after every test.
+- Same arithmetic: training runs its main phases with TF32 on (``training.math_flags``), whose 10-bit
+  mantissa would put ~1e-3 relative error in every convolution; comparisons switch it off
+  (``loop.tf32 = False``, ``exact_fp32``) and the fixture ``math_flags`` restores PyTorch's flags after
+  every test.
 
 Tolerances. In fp32 without TF32, a correct CUDA result differs from the CPU's only by rounding in a
 different summation order (cuDNN/cuBLAS against oneDNN/MKL; cuDNN's autotuned Winograd/FFT kernels
@@ -77,8 +78,8 @@ def device() -> torch.device:
 
 @pytest.fixture
 def math_flags() -> Iterator[None]:
-    """Put back PyTorch's process-wide math flags after each test: TrainingLoop turns TF32 and cuDNN
-    autotuning on for the whole process, which would change every later test's arithmetic."""
+    """Put back PyTorch's process-wide math flags after each test: tests set TF32 themselves, which would
+    change every later test's arithmetic (training puts back what it changes, phase by phase)."""
     saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
     yield
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = saved
@@ -122,7 +123,8 @@ def train_one_step(device: torch.device, **options) -> tuple[TrainingLoop, dict[
     frames = np.random.default_rng(0).integers(0, 256, (16, 3, RES, RES), dtype=np.uint8)
     settings = resolve({**STEP, **options}, RES, 3, device=device.type)
     loop = TrainingLoop(settings, FrameDataset(frames), device)
-    exact_fp32()  # TrainingLoop has just turned TF32 on
+    loop.tf32 = False  # full fp32 in every phase, so CUDA can be held to the CPU's numbers
+    exact_fp32()
     return loop, {k: float(v) for k, v in loop.step().items()}
 
 

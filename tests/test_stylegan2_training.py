@@ -380,3 +380,26 @@ def test_a_collapsed_network_is_named_in_plain_words(tmp_path):
     (warning,) = [m for m in messages if "The network has collapsed" in m]
     assert "vary 0% as much as the frames" in warning or "vary 1% as much" in warning
     assert "SWD to the frames" in warning and "docs/training.md#collapse" in warning
+
+
+def test_tf32_is_off_for_the_penalties_and_global_flags_are_left_as_found(tmp_path):
+    """The R1 and path-length double backward run without TF32 (as the reference); the main phases may use
+    it; after a step PyTorch's process-wide flags are what they were (no other code inherits them)."""
+    from cineml_plugins.stylegan2.dataset import FrameDataset
+    from cineml_plugins.stylegan2.training import TrainingLoop
+
+    flags = torch.backends.cuda.matmul, torch.backends.cudnn
+    before = (flags[0].allow_tf32, flags[1].allow_tf32, flags[1].benchmark)
+    loop = TrainingLoop(resolve({**FAST, "batch": 4}, 8, 1), FrameDataset(np.zeros((4, 1, 8, 8), np.uint8)))
+    seen = {}
+    for name in ("g_main", "g_reg", "d_main", "d_reg"):
+        phase = getattr(loop.loss, name)
+
+        def spy(*args, phase=phase, name=name):
+            seen[name] = (flags[0].allow_tf32, flags[1].allow_tf32)
+            return phase(*args)
+
+        setattr(loop.loss, name, spy)
+    loop.step()  # step 0 runs all four phases
+    assert seen == {"g_main": (True, True), "g_reg": (False, False), "d_main": (True, True), "d_reg": (False, False)}
+    assert (flags[0].allow_tf32, flags[1].allow_tf32, flags[1].benchmark) == before

@@ -16,6 +16,7 @@ rank 0 writes files.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -26,7 +27,7 @@ import time
 import traceback
 import types
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -87,6 +88,24 @@ class Sampler:
     def state(self) -> dict[str, int]:
         """Saved in checkpoints with ``size``, so a resumed run can tell that the frames changed."""
         return {"epoch": self.epoch, "cursor": self.cursor, "size": self.size}
+
+
+@contextlib.contextmanager
+def math_flags(tf32: bool) -> Iterator[None]:
+    """cuDNN autotuning on, TF32 matmuls and convolutions on or off, for one training phase; PyTorch's
+    process-wide flags are put back afterwards, so no other code (generation, another plugin) inherits them.
+
+    The main phases may use TF32 on Ampere and newer GPUs; the R1 and path-length penalties, whose double
+    backward the reference keeps in full fp32 (it leaves TF32 off throughout), never do. No effect on the CPU.
+    """
+    backends = torch.backends
+    saved = backends.cuda.matmul.allow_tf32, backends.cudnn.allow_tf32, backends.cudnn.benchmark
+    backends.cuda.matmul.allow_tf32 = backends.cudnn.allow_tf32 = tf32
+    backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        backends.cuda.matmul.allow_tf32, backends.cudnn.allow_tf32, backends.cudnn.benchmark = saved
 
 
 def to_uint8_grid(images: torch.Tensor, grid: tuple[int, int]) -> Image.Image:
@@ -154,10 +173,7 @@ class TrainingLoop:
             raise CinemlError(f"[train] batch = {s.batch} does not split into {self.world} process(es) of whole "
                               f"batch_gpu = {s.batch_gpu} chunks; pick a batch that is a multiple of both.")
         torch.manual_seed(s.seed)  # identical networks on every rank
-        if device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
-            torch.backends.cudnn.benchmark = True
+        self.tf32 = True  # the main phases may use TF32 (see math_flags); False: full fp32 throughout
         self.G = Generator(**s.g_kwargs).to(device).train().requires_grad_(False)
         self.D = Discriminator(**s.d_kwargs).to(device).train().requires_grad_(False)
         if device.type == "cuda":
@@ -252,12 +268,16 @@ class TrainingLoop:
         z = lambda: torch.randn(bg, s.z_dim, device=dev)  # noqa: E731 (fresh latents per phase, as in the paper)
         stats: dict[str, list[torch.Tensor]] = {}
         L = self.loss
-        self._phase(self.G, self.G_opt, lambda i: L.g_main(z()), 1.0, stats)
+        with math_flags(tf32=self.tf32):
+            self._phase(self.G, self.G_opt, lambda i: L.g_main(z()), 1.0, stats)
         if s.pl_weight > 0 and self.step_idx % s.g_reg_interval == 0:
-            self._phase(self.G, self.G_opt, lambda i: L.g_reg(z()), s.g_reg_interval, stats)
-        self._phase(self.D, self.D_opt, lambda i: L.d_main(z(), reals[i]), 1.0, stats)
+            with math_flags(tf32=False):  # double backward in full fp32, as the reference
+                self._phase(self.G, self.G_opt, lambda i: L.g_reg(z()), s.g_reg_interval, stats)
+        with math_flags(tf32=self.tf32):
+            self._phase(self.D, self.D_opt, lambda i: L.d_main(z(), reals[i]), 1.0, stats)
         if s.gamma > 0 and self.step_idx % s.d_reg_interval == 0:
-            self._phase(self.D, self.D_opt, lambda i: L.d_reg(reals[i]), s.d_reg_interval, stats)
+            with math_flags(tf32=False):
+                self._phase(self.D, self.D_opt, lambda i: L.d_reg(reals[i]), s.d_reg_interval, stats)
         if self.sync.active:  # running averages follow the whole batch, so every rank keeps the same ones
             self.sync.mean_([self.G.mapping.w_avg, self.loss.pl_mean])
         self.update_ema()
