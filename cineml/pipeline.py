@@ -305,6 +305,9 @@ class Pipeline:
                          and previous.get("work_key") == work_key)
             if continues:
                 reason += " (continuing from the previous output)"
+            elif run and not forced and self._staging_of(step.stage, work_key).is_dir() and \
+                    any(self._staging_of(step.stage, work_key).iterdir()):
+                reason += " (resumes its interrupted run)"
             planned.append(PlannedStage(step, fp, material, run, reason, output, work_key, continues,
                                         forced=forced and step.stage in selected))
         return planned
@@ -363,8 +366,11 @@ class Pipeline:
         return {"status": "worker", "rank": worker_rank(), "stages": []}
 
     def _staging(self, p: PlannedStage) -> Path:
-        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", p.step.stage)
-        return self.state_dir / "staging" / f"{safe}-{p.work_key[:16]}"
+        return self._staging_of(p.step.stage, p.work_key)
+
+    def _staging_of(self, stage: str, work_key: str) -> Path:
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", stage)
+        return self.state_dir / "staging" / f"{safe}-{work_key[:16]}"
 
     def _context(self, p: PlannedStage, staging: Path) -> StageContext:
         step, project = p.step, self.project

@@ -132,8 +132,9 @@ def test_crash_mid_stage_leaves_no_output_that_looks_complete_and_resumes(toy_pr
     assert len(staging) == 1 and len(list(staging[0].glob("*.txt"))) == 3  # partial work kept for resume
     state = json.loads((root / ".cineml/state.json").read_text())
     assert "source" in state and "extract" not in state
+    assert plan_of(toy_project)["extract"] == (True, "never ran (resumes its interrupted run)")  # --dry-run says so
     ran = run(toy_project)
-    assert ran["source"] == (False, "up to date") and ran["extract"] == (True, "never ran")
+    assert ran["source"] == (False, "up to date") and ran["extract"] == (True, "never ran (resumes its interrupted run)")
     assert len(list((root / "frames").glob("*.txt"))) == 5
 
 
