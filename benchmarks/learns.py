@@ -158,8 +158,7 @@ def child(job: dict) -> None:
     print(json.dumps({"kimg": 0, "seconds": 0.0, **measure(sample())}), flush=True)
     trained = 0.0
     for budget in sorted(job["budgets"]):
-        start, cpu = time.perf_counter(), time.process_time()
-        p = 0.0
+        start = time.perf_counter()
         while loop.nimg < budget * 1000:
             loop.step()
         trained += time.perf_counter() - start

@@ -49,6 +49,11 @@ class CinemlGroup(click.Group):
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         end = args.index("--") if "--" in args else len(args)
+        name = next((a for a in args[:end] if not a.startswith("-")), None)
+        command = self.commands.get(name) if name else None
+        own = {o for p in (command.params if command else []) for o in (*p.opts, *p.secondary_opts)}
+        if own & set(GLOBAL_FLAGS):  # a plugin command with its own -v or -q keeps them
+            return super().parse_args(ctx, args)
         flags = [a for a in args[:end] if a in GLOBAL_FLAGS]
         rest = [a for a in args[:end] if a not in GLOBAL_FLAGS]
         return super().parse_args(ctx, flags + rest + args[end:])

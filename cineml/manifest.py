@@ -158,9 +158,14 @@ def _check_option(opt: Option, values: dict[str, Any], key: str, root: Path, fil
         problem = opt.check(value)
         if problem:
             raise _fail(file, key, f"{raw!r} is not valid: {problem}")
-    if opt.names and registry is not None and value and value not in registry.impls[opt.names]:
-        entries = list(registry.impls[opt.names])
-        raise _fail(file, key, f"no {opt.names[:-1]} named {value!r} is installed.{_suggest(value, entries, 'Installed')}")
+    if opt.names and registry is not None and value:
+        if opt.names not in registry.impls:
+            raise _fail(file, key, f"the plugin declares this option with names={opt.names!r}, which is not a "
+                                   f"registry ({', '.join(sorted(registry.impls))}); report it to its author.")
+        if value not in registry.impls[opt.names]:
+            entries = list(registry.impls[opt.names])
+            raise _fail(file, key, f"no {opt.names[:-1]} named {value!r} is installed."
+                                   f"{_suggest(value, entries, 'Installed')}")
     if opt.path and isinstance(value, str):
         path = (root / value).resolve()
         if opt.must_exist and not path.exists():
@@ -261,9 +266,20 @@ def _blame_override(exc: CinemlError, file: Path, overrides: Sequence[str]) -> C
 
 def _build(file: Path, root: Path, data: dict[str, Any], registry: Registry) -> Project:
     """Validate every table, gathering the errors of all of them: a manifest with a typo, a wrong type
-    and a bad value gets three lines at once, not three runs."""
+    and a bad value gets three lines at once, not three runs. (An error that stops the reading, such as
+    an unreadable [project], still comes with the lines gathered before it.)"""
     problems: list[str] = []
+    try:
+        project = _bind_tables(file, root, data, registry, problems)
+    except CinemlError as exc:
+        problems.append(str(exc))
+    if problems:
+        raise CinemlError("\n".join(problems))
+    _check_dependencies(project, file)
+    return project
 
+
+def _bind_tables(file: Path, root: Path, data: dict[str, Any], registry: Registry, problems: list[str]) -> Project:
     @contextlib.contextmanager
     def gather() -> Iterator[None]:
         try:
@@ -360,9 +376,6 @@ def _build(file: Path, root: Path, data: dict[str, Any], registry: Registry) -> 
     for i, values in enumerate(compose_tables):
         with gather():
             project.steps.append(_bind_compose(registry, values, f"compose[{i}]", root, file, seen))
-    if problems:
-        raise CinemlError("\n".join(problems))
-    _check_dependencies(project, file)
     return project
 
 

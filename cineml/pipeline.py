@@ -183,6 +183,7 @@ class Pipeline:
         """Content fingerprints of files that options name (a checkpoint to sample, a network to resume
         from, a soundtrack): replacing the file at the same path re-runs the step."""
         found = {}
+        outputs = {(self.project.root / folder).resolve() for folder in STAGE_OUTPUTS.values()}
         for key, value in sorted(step.options.items()):
             if isinstance(value, Path):
                 path = value
@@ -194,7 +195,10 @@ class Pipeline:
             try:
                 if path.is_file():
                     found[f"file {key}"] = fingerprint(path)
-                elif path.is_dir():  # a training folder to resume from: a new checkpoint in it re-runs the step
+                # A folder that a path option names (resume = "other/train"): a new checkpoint in it re-runs
+                # the step. Not the project's own stage folders (input = "frames"): their stages' fingerprints
+                # already stand for them, and they change as this very run goes on.
+                elif isinstance(value, Path) and path.is_dir() and path.resolve() not in outputs:
                     found[f"folder {key}"] = self._files_digest(sorted(p for p in path.iterdir() if p.is_file()))
             except OSError:  # unreadable or a name the file system rejects: the stage will say so
                 continue
@@ -297,6 +301,8 @@ class Pipeline:
             if run and step.stage == "source":
                 _refuse_foreign_film(self.project, output, previous, fingerprint_file)
             if run:
+                _refuse_foreign_link_target(output, previous)
+            if run:
                 changed.add(step.stage)
             work_key = self._work_key(step, material)
             # Only the stage's own options changed, and only ones that carry on its work (not forced, not a
@@ -393,7 +399,6 @@ class Pipeline:
             images = self.compose_images(step)
             p.material["inputs"]["files"] = self._files_digest(images)
             p.fingerprint, p.work_key = _digest(p.material), self._work_key(step, p.material)
-        _refuse_foreign_link_target(p.output)
         staging = self._staging(p)
         if p.forced:  # an interrupted run's partial work would otherwise be resumed
             shutil.rmtree(staging, ignore_errors=True)
@@ -505,15 +510,16 @@ def _exclusive(lock: Path, root: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _refuse_foreign_link_target(output: Path) -> None:
+def _refuse_foreign_link_target(output: Path, previous: dict[str, Any] | None) -> None:
     """A stage replaces its whole output folder. Where that folder is a link (``frames -> /mnt/big/frames``),
     the folder it points to must be empty or one the engine published itself: never empty a folder of the
-    artist's other files."""
+    artist's other files. (A folder published before the mark existed counts as the engine's when the state
+    records that stage.)"""
     if not output.is_symlink() or not output.resolve().is_dir():
         return
     target = output.resolve()
     foreign = sorted(e.name for e in target.iterdir())
-    if foreign and not (target / OWNED).exists():
+    if foreign and not (target / OWNED).exists() and previous is None:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
         raise CinemlError(
             f"{output} is a link to {target}, which holds files CineML did not write ({shown}). A stage replaces "
@@ -579,8 +585,8 @@ def _refuse_foreign_film(project: Project, film: Path, previous: dict[str, Any] 
     the state): a file there that it did not write is most likely the artist's own film."""
     if not film.exists() and not film.is_symlink():
         return
-    if film.is_file() and previous is not None and previous.get("output") == fingerprint(film):
-        return
+    if film.is_file() and previous is not None and previous.get("output", "unrecorded") in ("unrecorded", fingerprint(film)):
+        return  # the film it wrote ("unrecorded": written by a CineML that did not record it yet)
     where = film.relative_to(project.root) if project.root in film.parents else film
     raise CinemlError(
         f"{project.manifest_path}: the [source] stage would replace {where}, a file it did not write (most likely "

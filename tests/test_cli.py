@@ -108,3 +108,21 @@ def test_global_flags_work_after_the_command_too(toy_project, cineml_cli):
     assert code == 0 and "stage(s) ran" not in out and "plan" not in out  # quiet, as `cineml -q run`
     code, out = cineml_cli("run", toy_project, "-S", "train.kimg=-1", "-v")
     assert code == 1 and "Traceback" in out  # verbose, as `cineml -v run`
+
+
+def test_a_plugin_command_with_its_own_q_option_keeps_it(cineml_cli):
+    import click
+
+    from cineml.cli import cli
+
+    @click.command("jpeg")  # as a plugin's register_commands would add it
+    @click.option("-q", "quality", type=int, default=90)
+    def jpeg(quality):
+        click.echo(f"quality {quality}")
+
+    cli.add_command(jpeg)
+    try:
+        code, out = cineml_cli("jpeg", "-q", "75")
+    finally:
+        cli.commands.pop("jpeg")
+    assert code == 0 and "quality 75" in out, out

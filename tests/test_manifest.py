@@ -28,7 +28,7 @@ def test_valid_manifest_loads_typed_settings(toy_project):
     assert project.name == "toy" and project.root == toy_project.parent
     assert [s.stage for s in project.steps] == ["source", "extract", "train", "compose:fakes.txt"]
     train = project.step("train")
-    assert train.options == {"kimg": 1.0, "snapshots": 2} and isinstance(train.options["kimg"], float)
+    assert train.options == {"kimg": 1.0, "snapshots": 2, "resume": None} and isinstance(train.options["kimg"], float)
     assert project.step("extract").chain[0][0].name == "upper"
     assert project.source == toy_project.parent / "footage/film.txt"
     assert project.step("compose:fakes.txt").options["every"] == 1
@@ -208,3 +208,10 @@ def test_every_manifest_error_is_reported_at_once(toy_project):
     assert "train.kimg: 'long' is not valid; expected a number" in lines[1]
     assert "compose[0].every: 0 is out of range" in lines[2]
     assert all(line.startswith(str(toy_project)) for line in lines)
+
+
+def test_an_error_that_stops_the_reading_keeps_the_lines_before_it(toy_project):
+    edit(toy_project, "[source]", "[sorce]")  # the real cause ...
+    msg = error_of(toy_project)  # ... and its consequence: the film is now missing
+    assert "sorce: unknown table. Did you mean 'source'?" in msg
+    assert "project.source: 'footage/film.txt': no such file" in msg

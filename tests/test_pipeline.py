@@ -48,7 +48,7 @@ def test_first_run_runs_everything_and_writes_outputs(toy_project):
     assert record["plugins"]["toy_plugins.py"]["version"].startswith("local-")
     assert all(s["fingerprint"] and s["seconds"] >= 0 for s in record["stages"])
     stages = {s["stage"]: s for s in record["stages"]}  # resolved settings, defaults included
-    assert stages["train"]["options"] == {"kimg": 1.0, "snapshots": 2}
+    assert stages["train"]["options"] == {"kimg": 1.0, "snapshots": 2, "resume": None}
     assert stages["extract"]["chain"][0]["use"] == "upper" and "options" in stages["extract"]["chain"][0]
     assert stages["compose:fakes.txt"]["options"]["every"] == 1
     assert not list((root / ".cineml/staging").iterdir())  # staging cleaned after success
@@ -417,15 +417,14 @@ def test_finishing_a_step_keeps_the_staging_of_a_step_whose_name_starts_the_same
 
 
 def test_a_new_file_in_a_folder_an_option_names_reruns_the_step(toy_project):
-    """resume = "other/train" is a folder: its newest checkpoint is what the step uses."""
+    """resume = "nets" is a folder: its newest checkpoint is what the step uses."""
     root = toy_project.parent
     (root / "nets").mkdir()
     (root / "nets/network-snapshot-000010.safetensors").write_text("one")
-    run(toy_project, 'compose.0.sep="nets"')
-    assert plan_of(toy_project, 'compose.0.sep="nets"')["compose:fakes.txt"] == (False, "up to date")
+    run(toy_project, 'train.resume="nets"')
+    assert plan_of(toy_project, 'train.resume="nets"')["train"] == (False, "up to date")
     (root / "nets/network-snapshot-000020.safetensors").write_text("two")
-    assert plan_of(toy_project, 'compose.0.sep="nets"')["compose:fakes.txt"] == \
-        (True, "changed: the folder sep names changed")
+    assert plan_of(toy_project, 'train.resume="nets"')["train"] == (True, "changed: the folder resume names changed")
 
 
 def test_a_linked_output_folder_holding_the_artists_files_is_never_emptied(toy_project, tmp_path):
@@ -442,3 +441,10 @@ def test_a_linked_output_folder_holding_the_artists_files_is_never_emptied(toy_p
     assert len(list(other.glob("*.txt"))) == 5
     run(toy_project, "extract.every=2")
     assert len(list(other.glob("*.txt"))) == 3
+
+
+def test_an_option_naming_a_stage_folder_is_up_to_date_on_the_next_run(toy_project):
+    """resume = "frames" names the project's own stage folder: its stage's fingerprint stands for it (a listing
+    taken while planning would be stale once extraction ran, and re-run the step every second time)."""
+    run(toy_project, 'train.resume="frames"')
+    assert plan_of(toy_project, 'train.resume="frames"')["train"] == (False, "up to date")

@@ -377,7 +377,7 @@ def test_a_collapsed_network_is_named_in_plain_words(tmp_path):
     messages = run(tmp_path, frames, out, kimg=0.016, snapshot_kimg=0.016, resume=pkl, lr=0.0, metrics=["swd"])
     (line,) = stats(out)
     assert line["diversity"] < 0.05 and line["swd"] > 0
-    (warning,) = [m for m in messages if "The network has collapsed" in m]
+    (warning,) = [m for m in messages if "the network has collapsed" in m]
     assert "vary 0% as much as the frames" in warning or "vary 1% as much" in warning
     assert "SWD to the frames" in warning and "docs/training.md#collapse" in warning
 

@@ -160,15 +160,16 @@ class PixelSpread:
         self.n, self.sum, self.sumsq = 0, 0.0, 0.0
 
     def add(self, images: torch.Tensor) -> None:
-        x = images.detach().to("cpu", torch.float64)
+        x = images.detach().to(torch.float64)  # summed where the images are (no copy off the GPU)
         self.n += x.shape[0]
         self.sum = self.sum + x.sum(dim=0)
         self.sumsq = self.sumsq + x.square().sum(dim=0)
 
     def value(self) -> float:
         """Mean over pixels of the (unbiased) per-pixel standard deviation."""
-        n = max(self.n, 2)
-        var = (self.sumsq - self.sum * self.sum / n) / (n - 1)
+        if self.n < 2:
+            return 0.0
+        var = (self.sumsq - self.sum * self.sum / self.n) / (self.n - 1)
         return float(torch.as_tensor(var).clamp_min(0).sqrt().mean())
 
 

@@ -734,7 +734,8 @@ def _run(ctx: StageContext, loop: TrainingLoop, out: Path, fresh: bool) -> None:
     cpu_note_due = loop.device.type == "cpu" and main
     t_first, n_first = None, 0
     progress = ctx.progress if main else Progress(enabled=False)
-    share = CpuShare() if loop.device.type == "cpu" else None  # fewer threads while the machine is busy
+    # Fewer threads while the machine is busy (not with compile: a new thread count recompiles the graphs).
+    share = CpuShare() if loop.device.type == "cpu" and not s.compile else None
     with progress("Training", total=s.kimg, unit="kimg") as bar:
         bar.advance(loop.nimg / 1000)
         while loop.nimg < total:
@@ -790,8 +791,8 @@ def report_learning(record: dict[str, Any], log: Callable[[str], None], warn: Ca
     line = (f"At {record['kimg']:g} kimg the generated images vary {variety:.0%} as much as the frames "
             f"(diversity {variety:.2f}){swd}.")
     if variety < COLLAPSED:
-        warn(f"{line} The network has collapsed: it makes nearly the same image for every seed. "
-             "See docs/training.md#collapse for what to do.")
+        warn(f"{line} Most seeds show nearly the same image: the network has collapsed, or has not yet "
+             "learned the film's variety. See docs/training.md#collapse for what to do.")
     else:
         log(line)
 
@@ -882,17 +883,23 @@ def real_features(loop: TrainingLoop, out: Path, log: Callable[[str], None] = la
     return feats
 
 
-def compute_metrics(loop: TrainingLoop, out: Path, chunk: int = 64) -> dict[str, float]:
-    """``diversity`` and the chosen metrics between ``metric_images`` training frames and as many G_ema
-    images.
+DIVERSITY_IMAGES = 128  # when no other metric is on: enough for a per-pixel spread, cheap at every snapshot
 
-    The fakes are generated once and shared by every metric. Runs under a forked RNG so that metrics
-    never change the training's random stream (exact resume).
+
+def compute_metrics(loop: TrainingLoop, out: Path) -> dict[str, float]:
+    """``diversity`` and the chosen metrics between ``metric_images`` training frames and as many G_ema
+    images (``diversity`` alone: ``DIVERSITY_IMAGES`` of each).
+
+    The fakes are generated once, ``batch_gpu`` at a time (what training fits in memory), and shared by
+    every metric. Runs under a forked RNG so that metrics never change the training's random stream.
     """
     from .metrics import PatchSet, PixelSpread, diversity, fid, kid, patches_per_image, swd
 
     s, dev, cache = loop.settings, loop.device, loop.metric_cache
+    chunk = max(1, min(s.batch_gpu, 64))
     count = min(s.metric_images, loop.dataset.num_frames)  # as many as metric_frames picks
+    if not s.metrics:
+        count = min(count, DIVERSITY_IMAGES)
     per_image = patches_per_image(count)
     want_swd = "swd" in s.metrics
     want_feats = any(m in s.metrics for m in FEATURE_METRICS)
