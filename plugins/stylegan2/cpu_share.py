@@ -47,6 +47,7 @@ class CpuShare:
         busy = _busy_seconds(self.cpus)
         self.enabled = busy is not None and self.most > 1 and os.environ.get(ENV_OFF) != "1"
         self._last = (time.monotonic(), busy or 0.0, time.process_time())
+        self._wait = min(0.5, every)  # the first look comes soon: spinning threads waste most at the start
         self.others = 0.0  # cores the rest of the machine kept busy over the last interval
 
     @property
@@ -58,8 +59,9 @@ class CpuShare:
         if not self.enabled:
             return False
         now = time.monotonic()
-        if now - self._last[0] < self.every:
+        if now - self._last[0] < self._wait:
             return False
+        self._wait = self.every
         busy, own = _busy_seconds(self.cpus) or 0.0, time.process_time()
         wall, busy0, own0 = self._last
         self._last = (now, busy, own)
