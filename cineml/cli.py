@@ -154,6 +154,9 @@ def new(name: str, folder: str) -> None:
 
     path = write_project(Path(folder) / name, name)
     click.echo(f"Created {path}. Run it with: cineml run {shlex.quote(str(path))}")
+    click.echo(f"Until you give it your film it renders a 12 s demo film of its own: copy your film to "
+               f"{path.parent / 'footage'}/, set source in [project] to it and delete the [source] table "
+               "(docs/tutorial.md, \"Your own film\").")
 
 
 def _option_rows(options: tuple[Option, ...] | list[Option]) -> list[dict[str, Any]]:

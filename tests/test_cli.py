@@ -58,6 +58,7 @@ def test_usage_error_exit_2(cineml_cli):
 def test_new_scaffolds_every_stage_and_refuses_overwrite(tmp_path, cineml_cli):
     code, out = cineml_cli("new", "my-film", "--dir", tmp_path)
     assert code == 0, out
+    assert "renders a 12 s demo film of its own" in out and "delete the [source] table" in out
     manifest = tmp_path / "my-film" / "project.toml"
     text = manifest.read_text()
     for table in ("[project]", "[source]", "[extract]", "[[preprocess]]", "[train]", "[generate]", "[[compose]]"):
