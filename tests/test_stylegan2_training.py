@@ -403,3 +403,16 @@ def test_tf32_is_off_for_the_penalties_and_global_flags_are_left_as_found(tmp_pa
     loop.step()  # step 0 runs all four phases
     assert seen == {"g_main": (True, True), "g_reg": (False, False), "d_main": (True, True), "d_reg": (False, False)}
     assert (flags[0].allow_tf32, flags[1].allow_tf32, flags[1].benchmark) == before
+
+
+def test_appending_to_a_hard_linked_stats_file_leaves_the_published_one_alone(tmp_path):
+    """A continued run's staging folder may hard-link the published train/ files (the engine does so for
+    large ones): appending copies first, so the published stats.jsonl never changes under a running stage."""
+    from cineml_plugins.stylegan2.training import append_line
+
+    published, staged = tmp_path / "published.jsonl", tmp_path / "staged.jsonl"
+    published.write_text('{"kimg": 1}\n')
+    os.link(published, staged)
+    append_line(staged, '{"kimg": 2}')
+    assert published.read_text() == '{"kimg": 1}\n'
+    assert staged.read_text() == '{"kimg": 1}\n{"kimg": 2}\n' and staged.stat().st_nlink == 1

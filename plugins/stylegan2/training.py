@@ -23,6 +23,7 @@ import math
 import os
 import re
 import resource
+import shutil
 import time
 import traceback
 import types
@@ -124,8 +125,15 @@ def save_png(image: Image.Image, path: Path) -> None:
 
 def append_line(path: Path, line: str) -> None:
     """Append ``line`` + newline in one write, then fsync, so a kill leaves at most a cut-off last line
-    (which ``_trim_stats`` drops when the run continues), never a line merged into the next one."""
+    (which ``_trim_stats`` drops when the run continues), never a line merged into the next one.
+
+    Copy-on-write: a continued run's staging folder may hold hard links to the published files (the
+    engine's rule: replace them, never modify in place), so a linked file is first replaced by a copy.
+    """
     data = (line + "\n").encode()
+    if path.exists() and path.stat().st_nlink > 1:
+        with atomic_path(path) as tmp:
+            shutil.copyfile(path, tmp)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
     try:
         done = os.write(fd, data)
