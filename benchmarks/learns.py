@@ -23,7 +23,8 @@ Settings, each trained from the same seed in its own process (one torch thread; 
 At each budget the EMA generator makes as many images as there are frames (fixed latents, random
 noise, as the trainer's own metrics do) and the benchmark prints the project's SWD (x1e3, Laplacian
 pyramid patches; ``cineml_plugins.stylegan2.metrics``) against all frames, the diversity ratio (per-pixel
-standard deviation across the generated images over the same across the frames) and the training
+standard deviation across the generated images over the same across the frames), the coverage (share of
+frames some generated image comes close to, on 16 px thumbnails; Naeem et al. 2020) and the training
 seconds so far (metrics excluded), and saves the first 32 images as ``<work>/samples/<case>-<setting>/<kimg>.png``
 (look at them: the diversity ratio also counts brightness and grain, so a grid of one pose can score 0.8).
 Then, per case, the ratios to ``today`` at each budget and at equal time (the setting's last snapshot
@@ -117,7 +118,7 @@ def child(job: dict) -> None:
     import torch
 
     from cineml_plugins.stylegan2.dataset import open_frames
-    from cineml_plugins.stylegan2.metrics import PatchSet, diversity, patches_per_image, swd
+    from cineml_plugins.stylegan2.metrics import PatchSet, coverage, diversity, patches_per_image, swd
     from cineml_plugins.stylegan2.presets import resolve
     from cineml_plugins.stylegan2.training import TrainingLoop, to_uint8_grid
 
@@ -141,7 +142,7 @@ def child(job: dict) -> None:
 
     def measure(images: torch.Tensor) -> dict:
         return {"swd": swd(real_patches, describe(images), dataset.resolution, dataset.channels)["swd"],
-                "diversity": diversity(reals, images)}
+                "diversity": diversity(reals, images), "coverage": coverage(reals, images)}
 
     if job.get("references"):
         halves = describe(reals[::2]), describe(reals[1::2])
@@ -182,8 +183,8 @@ def run_job(case: str, name: str, options: dict, frames: Path, budgets: list[flo
     if out.returncode:
         raise SystemExit(f"{case}/{name} failed:\n{out.stderr[-3000:]}")
     rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
-    done = "  ".join(f"{r['kimg']:g} kimg {r['seconds']:.0f} s SWD {r['swd']:.0f} div {r['diversity']:.2f}"
-                     for r in rows if "kimg" in r)
+    done = "  ".join(f"{r['kimg']:g} kimg {r['seconds']:.0f} s SWD {r['swd']:.0f} div {r['diversity']:.2f} "
+                     f"cov {r['coverage']:.2f}" for r in rows if "kimg" in r)
     print(f"[{case}/{name} done] {done}", flush=True)
     return rows
 
@@ -233,13 +234,14 @@ def report(case: str, results: dict[str, list[dict]]) -> None:
     ref = next((r for rows in results.values() for r in rows if r.get("reference")), None)
     if ref:
         print(f"  references: frames half vs half SWD {ref['halves_swd']:.0f}; uniform noise SWD "
-              f"{ref['noise']['swd']:.0f}, diversity {ref['noise']['diversity']:.2f}")
+              f"{ref['noise']['swd']:.0f}, diversity {ref['noise']['diversity']:.2f}, coverage "
+              f"{ref['noise']['coverage']:.2f}")
     snaps = {name: [r for r in rows if not r.get("reference")] for name, rows in results.items()}
-    print(f"  {'setting':<10} {'kimg':>6} {'seconds':>8} {'SWD':>7} {'diversity':>9} {'ADA p':>6}")
+    print(f"  {'setting':<10} {'kimg':>6} {'seconds':>8} {'SWD':>7} {'diversity':>9} {'coverage':>8} {'ADA p':>6}")
     for name, rows in snaps.items():
         for r in rows:
             print(f"  {name:<10} {r['kimg']:6.2f} {r['seconds']:8.1f} {r['swd']:7.0f} {r['diversity']:9.2f} "
-                  f"{r.get('augment_p', 0):6.3f}")
+                  f"{r['coverage']:8.2f} {r.get('augment_p', 0):6.3f}")
     base = snaps.get("today")
     if not base:
         return
@@ -249,7 +251,8 @@ def report(case: str, results: dict[str, list[dict]]) -> None:
         pairs = [(b, r) for b, r in zip(base, rows) if b["kimg"]]  # the same budget (a batch may overshoot it)
         for b, r in pairs:
             print(f"  {name}/today at {b['kimg']:g} kimg: SWD x{r['swd'] / b['swd']:.2f}, diversity "
-                  f"{r['diversity']:.2f} vs {b['diversity']:.2f}, seconds x{r['seconds'] / max(b['seconds'], 1e-9):.2f}")
+                  f"{r['diversity']:.2f} vs {b['diversity']:.2f}, coverage {r['coverage']:.2f} vs "
+                  f"{b['coverage']:.2f}, seconds x{r['seconds'] / max(b['seconds'], 1e-9):.2f}")
         limit = base[-1]["seconds"]
         within = [r for r in rows if r["kimg"] and r["seconds"] <= limit * 1.02]
         if within:

@@ -99,3 +99,18 @@ def test_unknown_metric_is_a_clear_error():
     from cineml_plugins.stylegan2.plugin import _metric_names
 
     assert _metric_names(["swd"]) is None and "swd" in _metric_names(["fid50k"])
+
+
+def test_coverage_tells_a_collapsed_set_from_a_varied_one():
+    from cineml_plugins.stylegan2.metrics import coverage
+
+    g = torch.Generator().manual_seed(0)
+    shots = torch.rand(6, 1, 32, 32, generator=g) * 2 - 1  # six distinct shots ...
+    reals = shots.repeat_interleave(40, dim=0) + 0.05 * torch.randn(240, 1, 32, 32, generator=g)  # ... 40 frames each
+    varied = shots.repeat_interleave(40, dim=0) + 0.05 * torch.randn(240, 1, 32, 32, generator=g)
+    one_shot = shots[:1].repeat(240, 1, 1, 1) + 0.3 * torch.randn(240, 1, 32, 32, generator=g).mean(dim=(2, 3),
+                                                                                                       keepdim=True)
+    noise = torch.rand(240, 1, 32, 32, generator=g) * 2 - 1
+    assert coverage(reals, varied) > 0.9
+    assert coverage(reals, one_shot) < 0.2  # brightness varies, the shot does not: 1 of 6 at most
+    assert coverage(reals, noise) == 0.0

@@ -191,6 +191,27 @@ def diversity(reals: torch.Tensor | PixelSpread, fakes: torch.Tensor | PixelSpre
     return spread(fakes) / max(spread(reals), 1e-8)
 
 
+def coverage(reals: torch.Tensor, fakes: torch.Tensor, k: int = 5, size: int = 16) -> float:
+    """Share of training frames that some generated image comes close to: the coverage of Naeem et al.
+    2020 ("Reliable Fidelity and Diversity Metrics for Generative Models"), on ``size`` px thumbnails.
+
+    A frame counts as covered when a generated image lies within the distance to its ``k``-th nearest
+    fellow frame. A collapsed network covers the one shot it makes and nothing else, however much its
+    brightness or grain varies (which the diversity ratio counts); noise covers nothing.
+    """
+    def thumbs(x: torch.Tensor) -> torch.Tensor:
+        x = x.float()
+        if x.shape[-1] > size:
+            x = F.adaptive_avg_pool2d(x, size)
+        return x.flatten(1).cpu().double()
+
+    r, f = thumbs(reals), thumbs(fakes)
+    real_d = torch.cdist(r, r)
+    radius = real_d.kthvalue(min(k + 1, len(r)), dim=1).values  # +1: each frame is its own nearest
+    nearest_fake = torch.cdist(r, f).min(dim=1).values
+    return float((nearest_fake <= radius).double().mean())
+
+
 def patches_per_image(images: int, target: int = 65536, most: int = 128) -> int:
     """Patches per image so a level holds about ``target`` descriptors (ProGAN: 128 per image)."""
     return max(1, min(most, math.ceil(target / max(images, 1))))
