@@ -144,10 +144,7 @@ def _check_option(opt: Option, values: dict[str, Any], key: str, root: Path, fil
     except TypeError:
         raise _fail(file, key, f"{value!r} is not valid; expected {opt.describe_type()}. {opt.help}") from None
     if opt.choices is not None and value not in opt.choices:
-        hint = ""
-        if isinstance(value, str):
-            close = difflib.get_close_matches(value, [str(c) for c in opt.choices], n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
+        hint = _suggest(value, [str(c) for c in opt.choices], "") if isinstance(value, str) else ""
         raise _fail(file, key, f"{raw!r} is not valid; expected {opt.describe_type()}.{hint}")
     if isinstance(value, float) and not math.isfinite(value):
         raise _fail(file, key, f"{raw!r} is not valid; expected {opt.describe_type()} (a finite number).")
@@ -162,10 +159,7 @@ def _check_option(opt: Option, values: dict[str, Any], key: str, root: Path, fil
         if opt.names not in registry.impls:
             raise _fail(file, key, f"the plugin declares this option with names={opt.names!r}, which is not a "
                                    f"registry ({', '.join(sorted(registry.impls))}); report it to its author.")
-        if value not in registry.impls[opt.names]:
-            entries = list(registry.impls[opt.names])
-            raise _fail(file, key, f"no {opt.names[:-1]} named {value!r} is installed."
-                                   f"{_suggest(value, entries, 'Installed')}")
+        _lookup(registry, opt.names, value, file, key)
     if opt.path and isinstance(value, str):
         path = (root / value).resolve()
         if opt.must_exist and not path.exists():
@@ -217,14 +211,15 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise CinemlError(f"{path}: not valid TOML ({exc}). Fix the syntax at that line.") from None
 
 
-def _lookup(registry: Registry, kind: str, name: Any, file: Path, where: str) -> Implementation:
+def _lookup(registry: Registry, kind: str, name: Any, file: Path, key: str) -> Any:
+    """The entry of registry ``kind`` that ``key`` (``train.use``, ``compose[1].layout``) names."""
     table = registry.impls[kind]
     if not isinstance(name, str):
-        raise _fail(file, f"{where}.use", f"{name!r} is not valid; expected the name of one of: "
-                                          f"{', '.join(sorted(table)) or 'none installed'}.")
+        raise _fail(file, key, f"{name!r} is not valid; expected the name of one of: "
+                               f"{', '.join(sorted(table)) or 'none installed'}.")
     if name not in table:
         singular = kind[:-1]
-        raise _fail(file, f"{where}.use", f"no {singular} named {name!r} is installed."
+        raise _fail(file, key, f"no {singular} named {name!r} is installed."
                     f"{_suggest(name, list(table), 'Installed')} Run `cineml plugins` to see what is installed.")
     return table[name]
 
@@ -253,11 +248,12 @@ def load_project(path: str | Path, registry: Registry, overrides: Sequence[str] 
 
 def _blame_override(exc: CinemlError, file: Path, overrides: Sequence[str]) -> CinemlError:
     """An error about a key that ``-S`` set names the ``-S`` argument, not the manifest file."""
+    keys = {text: "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in parse_override(text)[0]).lstrip(".")
+            for text in overrides}
     lines = str(exc).split("\n")
     for i, line in enumerate(lines):
         for text in reversed(overrides):  # the last -S of a key is the one that counts
-            keys, _ = parse_override(text)
-            where = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in keys).lstrip(".")
+            where = keys[text]
             if line.startswith((f"{file}: {where}:", f"{file}: {where}.")):
                 lines[i] = f"-S {text} (overriding {file.name}): {line[len(str(file)) + 2:]}"
                 break
@@ -324,7 +320,7 @@ def _bind_tables(file: Path, root: Path, data: dict[str, Any], registry: Registr
         if name is None:
             raise _fail(file, f"{where}.use", f"missing; name the implementation to use, one of: "
                                               f"{', '.join(sorted(registry.impls[kind]))}.")
-        impl = _lookup(registry, kind, name, file, where)
+        impl = _lookup(registry, kind, name, file, f"{where}.use")
         return impl, validate_options(impl.options, values, where, root, file, registry)
 
     src = table("source")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import difflib
 import functools
 import glob as _glob
 from glob import escape as glob_escape
@@ -28,7 +27,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from . import __version__
 from .api import CinemlError, StageContext, atomic_path, evenly_spaced
-from .manifest import STAGE_OUTPUTS, Project, Step
+from .manifest import STAGE_OUTPUTS, Project, Step, _suggest
 from .plugins import Registry, notify
 from .progress import Progress
 
@@ -196,7 +195,7 @@ class Pipeline:
                 if path.is_file():
                     found[f"file {key}"] = fingerprint(path)
                 # A folder that a path option names (resume = "other/train"): a new checkpoint in it re-runs
-                # the step. Not the project's own stage folders (input = "frames"): their stages' fingerprints
+                # the step. Not the project's own stage folders (resume = "train"): their stages' fingerprints
                 # already stand for them, and they change as this very run goes on.
                 elif isinstance(value, Path) and path.is_dir() and path.resolve() not in outputs:
                     found[f"folder {key}"] = self._files_digest(sorted(p for p in path.iterdir() if p.is_file()))
@@ -298,11 +297,10 @@ class Pipeline:
                 reason, run = _explain(previous.get("material", {}), material), True
             else:
                 reason, run = "up to date", False
-            if run and step.stage == "source":
-                _refuse_foreign_film(self.project, output, previous, fingerprint_file)
             if run:
+                if step.stage == "source":
+                    _refuse_foreign_film(self.project, output, previous, fingerprint_file)
                 _refuse_foreign_link_target(output, previous)
-            if run:
                 changed.add(step.stage)
             work_key = self._work_key(step, material)
             # Only the stage's own options changed, and only ones that carry on its work (not forced, not a
@@ -311,8 +309,7 @@ class Pipeline:
                          and previous.get("work_key") == work_key)
             if continues:
                 reason += " (continuing from the previous output)"
-            elif run and not forced and self._staging_of(step.stage, work_key).is_dir() and \
-                    any(self._staging_of(step.stage, work_key).iterdir()):
+            elif run and not forced and _has_work(self._staging_of(step.stage, work_key)):
                 reason += " (resumes its interrupted run)"
             planned.append(PlannedStage(step, fp, material, run, reason, output, work_key, continues,
                                         forced=forced and step.stage in selected))
@@ -510,6 +507,11 @@ def _exclusive(lock: Path, root: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def _has_work(folder: Path) -> bool:
+    """An interrupted run left something in this staging folder."""
+    return folder.is_dir() and any(folder.iterdir())
+
+
 def _refuse_foreign_link_target(output: Path, previous: dict[str, Any] | None) -> None:
     """A stage replaces its whole output folder. Where that folder is a link (``frames -> /mnt/big/frames``),
     the folder it points to must be empty or one the engine published itself: never empty a folder of the
@@ -560,9 +562,7 @@ def _select(stages: list[str], only: Sequence[str], start: str | None, stop: str
 
     for name in [*only, *(n for n in (start, stop) if n)]:
         if not any(matches(s, name) for s in stages):
-            names = sorted({*stages, *(stage_group(s) for s in stages)})
-            close = difflib.get_close_matches(name, names, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
+            hint = _suggest(name, sorted({*stages, *(stage_group(s) for s in stages)}), "")
             raise CinemlError(f"No stage named {name!r} in this project.{hint} Stages: {', '.join(stages)} "
                               "(or a group: source, extract, train, generate, compose).")
     chosen = [s for s in stages if not only or any(matches(s, n) for n in only)]
