@@ -7,7 +7,8 @@ stays light (no torch, no moviepy) so that ``cineml --help`` is instant.
 from importlib.metadata import PackageNotFoundError, version as _version
 
 from .api import (REQUIRED, CinemlError, Composer, Extractor, Generator, Implementation, Layout,
-                  Option, Preprocessor, Source, StageContext, Trainer, atomic_path, evenly_spaced, layout)
+                  Option, Preprocessor, Project, Source, StageContext, Step, Trainer, atomic_path, evenly_spaced,
+                  layout)
 from .hookspecs import hookimpl
 
 try:
@@ -19,11 +20,10 @@ except PackageNotFoundError:  # running from a source tree without installing
 #: for ``cineml --help``: name -> module.
 _LAZY = {
     **dict.fromkeys(("fit", "draw_text", "even_size", "parse_color", "color_problem", "load_images", "load_image",
-                     "label_text", "noise", "grid_shape", "common_mode", "check_canvas"), "imaging"),
-    "Project": "manifest",  # what hooks and StageContext.project receive
+                     "label_text", "noise", "grid_shape", "common_mode", "check_canvas", "flatten"), "imaging"),
     "validate_options": "manifest",  # check option values against declarations (e.g. a nested layout's)
     "Progress": "progress",  # the type of StageContext.progress; Progress(enabled=False) is silent
-    "file_fingerprint": "pipeline",  # a file's identity by content, as the engine fingerprints inputs
+    "file_fingerprint": "files",  # a file's identity by content, as the engine fingerprints inputs
 }
 
 
@@ -37,7 +37,8 @@ def __getattr__(name: str):
 
 __all__ = [
     *_LAZY, "REQUIRED", "CinemlError", "Composer", "Extractor", "Generator", "Implementation", "Layout",
-    "Option", "Preprocessor", "Source", "StageContext", "Trainer", "atomic_path", "evenly_spaced", "hookimpl",
+    "Option", "Preprocessor", "Project", "Source", "StageContext", "Step", "Trainer", "atomic_path", "evenly_spaced",
+    "hookimpl",
     "layout",
     "__version__",
 ]

@@ -1,7 +1,9 @@
 """The public API plugin authors build on: option declarations, implementation base classes, the
-stage context, layouts, errors, and the atomic-write helper.
+project and stage context handed to them, layouts, errors, and the atomic-write helper.
 
-Everything here is re-exported from :mod:`cineml`; import it from there.
+Everything here is re-exported from :mod:`cineml`; import it from there. This module is the leaf of
+the package: it imports nothing else of CineML, so the hook specs, the engine and every plugin can
+depend on it without cycles.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Sequence
 if TYPE_CHECKING:
     from PIL import Image
 
-    from .manifest import Project
     from .progress import Progress
 
 
@@ -102,6 +103,35 @@ class Implementation:
 
 
 @dataclass
+class Step:
+    """One stage of a project, bound to its implementation and validated options."""
+
+    stage: str  # "source", "extract", "train", "generate", "compose:<output>" (a ``cineml.stages.StageId``)
+    where: str  # the key path in project.toml, for messages ("compose[1]")
+    impl: Any  # the registered Implementation
+    options: dict[str, Any]
+    chain: list[tuple[Any, dict[str, Any]]] = field(default_factory=list)  # extract: (Preprocessor, options)
+    layout: Layout | None = None  # compose steps that name a layout
+
+
+@dataclass
+class Project:
+    """A film project: its folder, its film, and the validated stage settings (what hooks receive)."""
+
+    name: str
+    root: Path
+    manifest_path: Path
+    source: Path | None = None
+    seed: int = 0
+    plugins: list[Path] = field(default_factory=list)
+    steps: list[Step] = field(default_factory=list)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def step(self, stage: str) -> Step | None:
+        return next((s for s in self.steps if s.stage == stage), None)
+
+
+@dataclass
 class StageContext:
     """What a running stage gets from the engine.
 
@@ -117,7 +147,7 @@ class StageContext:
     output: Path
     inputs: dict[str, Path]
     progress: Progress
-    hook: Any = None
+    notify: Callable[..., None] | None = None  # the engine's lifecycle-hook caller: notify(hook_name, **kwargs)
     previous: Path | None = None  # this stage's last completed output, if any
     layouts: dict[str, Layout] = field(default_factory=dict)  # every registered layout, by name
     where: str = ""  # the stage's key path in project.toml ("compose[2]"), for error messages
@@ -126,11 +156,8 @@ class StageContext:
 
     def snapshot_written(self, kimg: float, checkpoint: Path, fakes: Path | None) -> None:
         """Trainers call this after each snapshot; it fires the ``snapshot_written`` hook."""
-        if self.hook is not None:
-            from .plugins import notify
-
-            notify(self.hook, "snapshot_written", self.warn, project=self.project, kimg=kimg, checkpoint=checkpoint,
-                   fakes=fakes)
+        if self.notify is not None:
+            self.notify("snapshot_written", project=self.project, kimg=kimg, checkpoint=checkpoint, fakes=fakes)
 
 
 class Source(Implementation):
@@ -281,5 +308,5 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
 
 __all__ = [
     "REQUIRED", "CinemlError", "Composer", "Extractor", "Generator", "Implementation", "Layout",
-    "Option", "Preprocessor", "Source", "StageContext", "Trainer", "atomic_path", "layout",
+    "Option", "Preprocessor", "Project", "Source", "StageContext", "Step", "Trainer", "atomic_path", "layout",
 ]

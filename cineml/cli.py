@@ -20,10 +20,11 @@ from rich.table import Table
 
 from . import __version__
 from .api import CinemlError, Option
-from .manifest import COMPOSE_OPTIONS, load_project
+from .manifest import load_project
 from .plugin_scaffold import add_plugin_commands
-from .plugins import Registry, load_registry
+from .plugins import Registry, each_plugin, load_registry
 from .progress import Progress
+from .stages import COMPOSE_OPTIONS
 
 console = Console(stderr=True, highlight=False)
 _registry: Registry | None = None
@@ -219,11 +220,11 @@ def main() -> None:
     except CinemlError as exc:  # CINEML_STRICT_PLUGINS and a broken plugin
         console.print(f"[bold red]Error:[/bold red] {_describe(exc)}", markup=True, soft_wrap=True)
         sys.exit(1)
-    for impl in reg.pm.hook.register_commands.get_hookimpls():
+    for name, call in each_plugin(reg.pm, "register_commands"):
         try:
-            impl.function(cli)
+            call(cli=cli)
         except Exception as exc:  # a broken plugin command must not take the CLI down
-            reg.warn(f"plugin {impl.plugin_name!r} failed to add its commands: {type(exc).__name__}: {exc}")
+            reg.warn(f"plugin {name!r} failed to add its commands: {type(exc).__name__}: {exc}")
     cli(prog_name="cineml")
 
 

@@ -26,8 +26,7 @@ import pluggy
 if TYPE_CHECKING:
     import click
 
-    from .api import Composer, Extractor, Generator, Layout, Preprocessor, Source, Trainer
-    from .manifest import Project
+    from .api import Composer, Extractor, Generator, Layout, Preprocessor, Project, Source, Trainer
 
 hookspec = pluggy.HookspecMarker("cineml")
 hookimpl = pluggy.HookimplMarker("cineml")

@@ -12,11 +12,11 @@ import datetime as _dt
 import difflib
 import math
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
-from .api import REQUIRED, CinemlError, Implementation, Layout, Option
+from .api import CinemlError, Option, Project, Step
+from .stages import BY_TABLE, STAGES, Stage, StageId, upstream
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -26,58 +26,11 @@ else:  # pragma: no cover
 if TYPE_CHECKING:
     from .plugins import Registry
 
-#: Stage tables in pipeline order, with the registry kind that implements each.
-STAGE_KINDS = {"source": "sources", "extract": "extractors", "preprocess": "preprocessors",
-               "train": "trainers", "generate": "generators", "compose": "composers"}
-
-#: Where each stage writes, relative to the project folder (compose steps write under art/).
-STAGE_OUTPUTS = {"extract": "frames", "train": "train", "generate": "generated", "compose": "art"}
-
-#: Options every compose step has, whatever implementation it uses.
-COMPOSE_OPTIONS = (
-    Option("input", str, "fakes", "What to compose: fakes, reals, generated, walk, frames, or a glob "
-           "relative to the project folder (\"stills/*.png\")."),
-    Option("output", str, REQUIRED, "File name to write under art/ (e.g. \"fakes.mp4\", \"grid.png\")."),
-    Option("count", int, None, "Take this many images, evenly spaced over the selection.", min=1),
-    Option("every", int, 1, "Take every n-th image.", min=1),
-    Option("start", int, None, "First image (0-based index into the input, after sorting).", min=0),
-    Option("end", int, None, "Stop before this index (0-based; negative counts from the end)."),
-)
-
 PROJECT_OPTIONS = (
     Option("name", str, None, "Project name (default: the folder's name)."),
     Option("source", str, None, "The film, relative to the project folder (made by [source] when given)."),
     Option("seed", int, 0, "Seed for everything random in the pipeline.", min=0),
 )
-
-
-@dataclass
-class Step:
-    """One stage of a project, bound to its implementation and validated options."""
-
-    stage: str  # "source", "extract", "train", "generate", "compose:<output>"
-    where: str  # the key path in project.toml, for messages ("compose[1]")
-    impl: Implementation
-    options: dict[str, Any]
-    chain: list[tuple[Implementation, dict[str, Any]]] = field(default_factory=list)  # extract only
-    layout: Layout | None = None  # compose steps that name a layout
-
-
-@dataclass
-class Project:
-    """A film project: its folder, its film, and the validated stage settings."""
-
-    name: str
-    root: Path
-    manifest_path: Path
-    source: Path | None = None
-    seed: int = 0
-    plugins: list[Path] = field(default_factory=list)
-    steps: list[Step] = field(default_factory=list)
-    raw: dict[str, Any] = field(default_factory=dict)
-
-    def step(self, stage: str) -> Step | None:
-        return next((s for s in self.steps if s.stage == stage), None)
 
 
 def _fail(file: Path, where: str, message: str) -> CinemlError:
@@ -211,16 +164,18 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise CinemlError(f"{path}: not valid TOML ({exc}). Fix the syntax at that line.") from None
 
 
-def _lookup(registry: Registry, kind: str, name: Any, file: Path, key: str) -> Any:
-    """The entry of registry ``kind`` that ``key`` (``train.use``, ``compose[1].layout``) names."""
+def _lookup(registry: Registry, kind: str, name: Any, file: Path, key: str, also: str | None = None) -> Any:
+    """The entry of registry ``kind`` that ``key`` (``train.use``, ``compose[1].layout``) names; ``also``:
+    a registry whose names the key may name too (a compose step's layouts), for the message."""
     table = registry.impls[kind]
+    names = sorted({*table, *(registry.impls[also] if also else ())})
+    noun = kind[:-1] + (f" or {also[:-1]}" if also else "")
     if not isinstance(name, str):
-        raise _fail(file, key, f"{name!r} is not valid; expected the name of one of: "
-                               f"{', '.join(sorted(table)) or 'none installed'}.")
+        raise _fail(file, key, f"{name!r} is not valid; expected the name of a {noun} as a string, one of: "
+                               f"{', '.join(names) or 'none installed'}.")
     if name not in table:
-        singular = kind[:-1]
-        raise _fail(file, key, f"no {singular} named {name!r} is installed."
-                    f"{_suggest(name, list(table), 'Installed')} Run `cineml plugins` to see what is installed.")
+        raise _fail(file, key, f"no {noun} named {name!r} is installed."
+                    f"{_suggest(name, names, 'Installed')} Run `cineml plugins` to see what is installed.")
     return table[name]
 
 
@@ -234,7 +189,8 @@ def load_project(path: str | Path, registry: Registry, overrides: Sequence[str] 
         file = file / "project.toml"
     data = read_toml(file)
     root = file.parent
-    for key in ("preprocess", "compose"):  # one [preprocess] table is a list of one: -S preprocess.0.size
+    arrays = [s.table for s in STAGES if s.steps] + [s.chain[0] for s in STAGES if s.chain]
+    for key in arrays:  # one [preprocess] table is a list of one: -S preprocess.0.size
         if isinstance(data.get(key), dict):
             data[key] = [data[key]]
     for text in overrides:
@@ -283,7 +239,7 @@ def _bind_tables(file: Path, root: Path, data: dict[str, Any], registry: Registr
         except CinemlError as exc:
             problems.append(str(exc))
 
-    allowed = {"project", "plugins", *STAGE_KINDS}
+    allowed = {"project", "plugins", *BY_TABLE, *(s.chain[0] for s in STAGES if s.chain)}
     for key in data:
         if key not in allowed:
             problems.append(str(_fail(file, key, f"unknown table.{_suggest(key, sorted(allowed))}")))
@@ -307,113 +263,119 @@ def _bind_tables(file: Path, root: Path, data: dict[str, Any], registry: Registr
     meta = validate_options(PROJECT_OPTIONS, meta, "project", root, file)
     project = Project(name=meta["name"] or root.name, root=root, manifest_path=file, seed=meta["seed"],
                       plugins=plugin_files, raw=data)
-
-    def table(key: str) -> dict[str, Any] | None:
-        value = data.get(key)
-        if value is not None and not isinstance(value, dict):
-            raise _fail(file, key, f"expected a table: [{key}]")
-        return value
-
-    def bind(kind: str, values: dict[str, Any], where: str, default_use: str | None = None):
-        values = dict(values)
-        name = values.pop("use", default_use)
-        if name is None:
-            raise _fail(file, f"{where}.use", f"missing; name the implementation to use, one of: "
-                                              f"{', '.join(sorted(registry.impls[kind]))}.")
-        impl = _lookup(registry, kind, name, file, f"{where}.use")
-        return impl, validate_options(impl.options, values, where, root, file, registry)
-
-    src = table("source")
+    makes_film = any(row.film and data.get(row.table) is not None for row in STAGES)
     if meta["source"] is not None:
-        project.source = _inside(root, meta["source"], file, "project.source", must_exist=src is None)
-    if src is not None:
-        if project.source is None:
-            project.source = root / "footage" / f"{project.name}.mp4"
-        elif root.resolve() not in project.source.parents:  # [source] writes the film: an output
+        project.source = _inside(root, meta["source"], file, "project.source", must_exist=not makes_film)
+        if makes_film and root.resolve() not in project.source.parents:  # a stage writes the film: an output
             raise _fail(file, "project.source", f"{meta['source']!r} leaves the project folder, but the [source] "
                                                 "stage writes the film there; give a path inside the project, "
                                                 "such as \"footage/film.mp4\".")
-        with gather():
-            impl, opts = bind("sources", src, "source")
-            project.steps.append(Step("source", "source", impl, opts))
+    elif makes_film:
+        project.source = root / "footage" / f"{project.name}.mp4"
 
-    ext = table("extract")
-    chain_tables = data.get("preprocess", [])
-    if isinstance(chain_tables, dict):
-        chain_tables = [chain_tables]
-    if not isinstance(chain_tables, list) or not all(isinstance(t, dict) for t in chain_tables):
-        raise _fail(file, "preprocess", "expected one or more [[preprocess]] tables.")
-    if ext is not None or chain_tables:
-        if project.source is None:
+    seen: dict[str, str] = {}  # output files of array steps -> the step writing them
+    for row in STAGES:
+        tables = _tables(data, row.table, row.steps, file)
+        chain_tables = _tables(data, row.chain[0], True, file) if row.chain else []
+        if not tables and not chain_tables:
+            continue
+        if "source" in row.upstream and project.source is None:
             raise _fail(file, "project.source", "missing: name the film (source = \"footage/film.mp4\") or "
                                                 "add a [source] table that makes one.")
-        chain = []
-        for i, t in enumerate(chain_tables):
+        for where, values in tables or [(row.table, {})]:
             with gather():
-                chain.append(bind("preprocessors", t, f"preprocess[{i}]"))
-        with gather():
-            impl, opts = bind("extractors", ext or {}, "extract", default_use="fps")
-            if len(chain) == len(chain_tables):
-                project.steps.append(Step("extract", "extract", impl, opts, chain=chain))
-
-    for key, kind in (("train", "trainers"), ("generate", "generators")):
-        with gather():
-            values = table(key)
-            if values is not None:
-                impl, opts = bind(kind, values, key)
-                project.steps.append(Step(key, key, impl, opts))
-
-    compose_tables = data.get("compose", [])
-    if isinstance(compose_tables, dict):
-        compose_tables = [compose_tables]
-    if not isinstance(compose_tables, list) or not all(isinstance(t, dict) for t in compose_tables):
-        raise _fail(file, "compose", "expected one or more [[compose]] tables.")
-    seen: dict[str, str] = {}
-    for i, values in enumerate(compose_tables):
-        with gather():
-            project.steps.append(_bind_compose(registry, values, f"compose[{i}]", root, file, seen))
+                project.steps.append(_bind_step(row, where, values, chain_tables, registry, root, file, seen))
     return project
 
 
-def _bind_compose(registry: Registry, values: dict[str, Any], where: str, root: Path, file: Path,
-                  seen: dict[str, str]) -> Step:
+def _tables(data: dict[str, Any], key: str, array: bool, file: Path) -> list[tuple[str, dict[str, Any]]]:
+    """The manifest's tables for ``key`` with their key paths: ``[("train", {...})]``, or for an array of
+    tables ``[("compose[0]", {...}), ...]`` (a single ``[compose]`` table counts as an array of one)."""
+    value = data.get(key)
+    if value is None:
+        return []
+    if not array:
+        if not isinstance(value, dict):
+            raise _fail(file, key, f"expected a table: [{key}]")
+        return [(key, value)]
+    value = [value] if isinstance(value, dict) else value
+    if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+        raise _fail(file, key, f"expected one or more [[{key}]] tables.")
+    return [(f"{key}[{i}]", t) for i, t in enumerate(value)]
+
+
+def _bind_step(row: Stage, where: str, values: dict[str, Any], chain_tables: list[tuple[str, dict[str, Any]]],
+               registry: Registry, root: Path, file: Path, seen: dict[str, str]) -> Step:
+    """One table of the manifest bound to its implementation, with every option validated."""
+    values = dict(values)
+    name = values.pop("use", row.default_use)
+    table = registry.impls[row.kind]
+    shared = registry.impls[row.also_names] if row.also_names else {}
+    layout = None
+    if name is not None and isinstance(name, str) and name not in table and name in shared:
+        if row.runner not in table:
+            raise _fail(file, f"{where}.use", f"{name!r} is a {row.also_names[:-1]}, but no {row.kind[:-1]} named "
+                        f"{row.runner!r} is installed to render it (it is built in; check CINEML_LOAD_PLUGINS).")
+        impl, layout = table[row.runner], shared[name]
+    elif name is None:
+        raise _fail(file, f"{where}.use", f"missing; name the implementation to use, one of: "
+                                          f"{', '.join(sorted({*table, *shared}))}.")
+    else:
+        impl = _lookup(registry, row.kind, name, file, f"{where}.use", also=row.also_names)
+    problems = []
+    common: dict[str, Any] = {}
+    try:
+        common = validate_options(row.options, {k: values.pop(k) for k in [o.name for o in row.options] if k in values},
+                                  where, root, file)
+    except CinemlError as exc:
+        problems.append(str(exc))
+    try:
+        options = validate_options((layout or impl).options, values, where, root, file, registry)
+        if layout is not None:
+            options["layout"] = name
+    except CinemlError as exc:
+        problems.append(str(exc))
+    chain = []
+    for chain_where, chain_values in chain_tables:
+        try:
+            chain.append(_bind_plain(registry, row.chain[1], chain_where, chain_values, root, file))  # type: ignore[index]
+        except CinemlError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise CinemlError("\n".join(problems))
+    stage = StageId.of(row.table, common["output"] if row.steps else None)
+    if row.steps and row.output:
+        _check_output_file(row, impl, name, common["output"], where, root, file, seen)
+    return Step(stage, where, impl, {**common, **options}, chain=chain, layout=layout)
+
+
+def _bind_plain(registry: Registry, kind: str, where: str, values: dict[str, Any], root: Path,
+                file: Path) -> tuple[Any, dict[str, Any]]:
     values = dict(values)
     name = values.pop("use", None)
-    composers, layouts = registry.impls["composers"], registry.impls["layouts"]
-    if name is not None and not isinstance(name, str):
-        raise _fail(file, f"{where}.use", f"{name!r} is not valid; expected the name of a composer or layout "
-                                          "as a string, e.g. use = \"grid\".")
-    if name is None or (name not in composers and name not in layouts):
-        choices = sorted(set(composers) | set(layouts))
-        raise _fail(file, f"{where}.use", ("missing" if name is None else f"no composer or layout named {name!r}")
-                    + f"; expected one of: {', '.join(choices)}.{_suggest(str(name), choices, '') if name else ''}")
-    common = {k: values.pop(k) for k in [o.name for o in COMPOSE_OPTIONS] if k in values}
-    common = validate_options(COMPOSE_OPTIONS, common, where, root, file)
-    layout = None
-    if name in composers:
-        impl = composers[name]
-        options = validate_options(impl.options, values, where, root, file, registry)
-    else:
-        if "layout" not in composers:
-            raise _fail(file, f"{where}.use", f"{name!r} is a layout, but no composer named 'layout' is "
-                                              "installed to render layouts (it is built in; check CINEML_LOAD_PLUGINS).")
-        impl, layout = composers["layout"], layouts[name]
-        options = validate_options(layout.options, values, where, root, file, registry)
-        options["layout"] = name
-    output = common["output"]
-    art = (root / STAGE_OUTPUTS["compose"]).resolve()
-    target = (art / output).resolve()
-    if art not in target.parents:
-        raise _fail(file, f"{where}.output", f"{output!r} leaves the project's art/ folder; give a file name "
-                                             "such as \"fakes.mp4\".")
+    if name is None:
+        raise _fail(file, f"{where}.use", f"missing; name the implementation to use, one of: "
+                                          f"{', '.join(sorted(registry.impls[kind]))}.")
+    impl = _lookup(registry, kind, name, file, f"{where}.use")
+    return impl, validate_options(impl.options, values, where, root, file, registry)
+
+
+def _check_output_file(row: Stage, impl: Any, name: str, output: str, where: str, root: Path, file: Path,
+                       seen: dict[str, str]) -> None:
+    """An array step's output file must stay inside its folder, have a suffix its implementation writes, and
+    be written by no other step."""
+    folder = (root / str(row.output)).resolve()
+    target = (folder / output).resolve()
+    if folder not in target.parents:
+        raise _fail(file, f"{where}.output", f"{output!r} leaves the project's {row.output}/ folder; give a file "
+                                             "name such as \"fakes.mp4\".")
     suffixes = getattr(impl, "suffixes", ())
     if suffixes and target.suffix.lower() not in suffixes:
         raise _fail(file, f"{where}.output", f"{output!r}: {name!r} writes {', '.join(suffixes)} files.")
     if str(target) in seen:  # "a.png" and "./a.png" are one file
         raise _fail(file, f"{where}.output", f"{output!r} is already written by {seen[str(target)]}; give each "
-                                             "compose step its own output name.")
+                                             f"{row.table} step its own output name.")
     seen[str(target)] = where
-    return Step(f"compose:{output}", where, impl, {**common, **options}, layout=layout)
 
 
 def _inside(root: Path, value: str, file: Path, key: str, must_exist: bool) -> Path:
@@ -427,19 +389,14 @@ def _inside(root: Path, value: str, file: Path, key: str, must_exist: bool) -> P
     return path
 
 
-_NEEDS = {"train": "extract", "generate": "train"}
-_INPUT_STAGE = {"fakes": "train", "reals": "train", "generated": "generate", "walk": "generate",
-                "frames": "extract"}
-
-
 def _check_dependencies(project: Project, file: Path) -> None:
-    present = {s.stage for s in project.steps}
-    for stage, needs in _NEEDS.items():
-        if stage in present and needs not in present:
-            raise _fail(file, stage, f"needs the [{needs}] stage, which the manifest does not have.")
+    """Every stage a step reads from is in the manifest (the film aside: the artist may supply it)."""
+    present = {StageId(s.stage).group for s in project.steps}
     for step in project.steps:
-        if step.stage.startswith("compose:"):
-            needs = _INPUT_STAGE.get(step.options["input"])
-            if needs and needs not in present:
-                raise _fail(file, f"{step.where}.input", f"{step.options['input']!r} comes from the [{needs}] "
-                                                          "stage, which the manifest does not have.")
+        takes_images = BY_TABLE[StageId(step.stage).group].takes_images
+        for needs in upstream(step):
+            if needs != "source" and needs not in present:
+                if takes_images:
+                    raise _fail(file, f"{step.where}.input", f"{step.options['input']!r} comes from the [{needs}] "
+                                                              "stage, which the manifest does not have.")
+                raise _fail(file, step.where, f"needs the [{needs}] stage, which the manifest does not have.")

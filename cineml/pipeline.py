@@ -9,11 +9,11 @@ work) and the engine moves the output into place only when the stage returns.
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import datetime as _dt
+import enum
 import functools
 import glob as _glob
-from glob import escape as glob_escape
 import hashlib
 import json
 import os
@@ -22,69 +22,66 @@ import re
 import shutil
 import time
 from dataclasses import dataclass
+from glob import escape as glob_escape
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 from . import __version__
-from .api import CinemlError, StageContext, atomic_path, evenly_spaced
-from .manifest import STAGE_OUTPUTS, Project, Step, _suggest
+from .api import CinemlError, Project, StageContext, Step, atomic_path, evenly_spaced
+from .files import exclusive, file_fingerprint, link_copy, move_into_place
+from .manifest import _suggest
 from .plugins import Registry, notify
 from .progress import Progress
+from .stages import BY_TABLE, NAMED_INPUTS, STAGES, StageId, folder_inputs, output_path, stage_of, upstream
 
 STATE_DIR = ".cineml"
 OWNED = ".cineml-output"  # in every output folder the engine publishes: "a stage wrote this, it may replace it"
-STAGE_ORDER = ("source", "extract", "train", "generate", "compose")
-
-#: compose ``input`` names -> (stage that makes them, glob patterns under the project folder)
-NAMED_INPUTS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "fakes": ("train", ("train/fakes*.png",)),
-    "reals": ("train", ("train/reals.png",)),
-    "generated": ("generate", ("generated/*.png",)),
-    "walk": ("generate", ("generated/walk/*.png",)),
-    "frames": ("extract", ("frames/*.jpg", "frames/*.png", "frames/*.webp")),
-}
 
 
-@dataclass
+class Why(enum.Enum):
+    """Why a stage runs or not; the first that applies, in this order."""
+
+    NOT_SELECTED = "not selected"  # --only / --from / --to leave it out
+    FORCED = "forced"
+    NEVER_RAN = "never ran"
+    OUTPUT_MISSING = "output missing"
+    UPSTREAM_CHANGED = "upstream changed"
+    SETTINGS_CHANGED = "settings changed"  # its implementation, plugin version, options, inputs or seed
+    UP_TO_DATE = "up to date"
+
+
+@dataclass(frozen=True)
 class PlannedStage:
+    """One stage of the plan: whether it runs, why, and what identifies its work."""
+
     step: Step
     fingerprint: str
     material: dict[str, Any]
-    run: bool
-    reason: str
+    why: Why
     output: Path
     work_key: str  # the fingerprint without ``continues`` options: names the staging folder
+    detail: str = ""  # what is missing, which upstream or which settings changed
     continues: bool = False  # only such options changed: start from the previous output
+    resumes: bool = False  # an interrupted run of the same work left its staging folder
     forced: bool = False  # --force: a fresh start, even over an interrupted run's staging folder
 
+    @property
+    def run(self) -> bool:
+        return self.why not in (Why.NOT_SELECTED, Why.UP_TO_DATE)
 
-def stage_group(stage: str) -> str:
-    return stage.split(":", 1)[0]
+    @property
+    def reason(self) -> str:
+        """The plan's words for it ("upstream extract changed", "changed: kimg: 10 -> 20")."""
+        text = {Why.OUTPUT_MISSING: f"output missing ({self.detail})", Why.UPSTREAM_CHANGED:
+                f"upstream {self.detail} changed", Why.SETTINGS_CHANGED: f"changed: {self.detail}" if self.detail
+                else self.why.value}.get(self.why, self.why.value)
+        if self.continues:
+            return text + " (continuing from the previous output)"
+        return text + " (resumes its interrupted run)" if self.resumes else text
 
 
 def _natural_key(path: Path) -> list[Any]:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
-
-
-def file_fingerprint(path: Path, samples: int = 16, block: int = 1 << 16) -> str:
-    """Size plus a hash of the first and last MiB and ``samples`` blocks spread between them.
-
-    Content, not mtime: touching or copying a film (``cp``, ``scp``, a git checkout) must not re-run a
-    16-hour training. Cheap for films of many GB (about 3 MiB read), and any re-encode or trim shows.
-    """
-    size = path.stat().st_size
-    h = hashlib.sha256(str(size).encode())
-    with path.open("rb") as f:
-        if size <= (2 << 20) + samples * block:
-            h.update(f.read())
-        else:
-            h.update(f.read(1 << 20))
-            for k in range(1, samples + 1):
-                f.seek((1 << 20) + k * (size - (2 << 20)) // (samples + 1))
-                h.update(f.read(block))
-            f.seek(-(1 << 20), os.SEEK_END)
-            h.update(f.read())
-    return h.hexdigest()
 
 
 def _jsonable(value: Any, root: Path) -> Any:
@@ -127,7 +124,7 @@ class Pipeline:
         self.state_file = self.state_dir / "state.json"
 
     def _notify(self, name: str, **kwargs: Any) -> None:
-        notify(self.registry.hook, name, self.warn, **kwargs)
+        notify(self.registry.pm, name, self.warn, **kwargs)
 
     # --- state -----------------------------------------------------------------------------------
 
@@ -146,15 +143,6 @@ class Pipeline:
             tmp.write_text(json.dumps(state, indent=1, sort_keys=True, default=str))  # TOML dates in options
 
     # --- planning --------------------------------------------------------------------------------
-
-    def output_path(self, step: Step) -> Path:
-        root = self.project.root
-        if step.stage == "source":
-            assert self.project.source is not None
-            return self.project.source
-        if step.stage.startswith("compose:"):
-            return root / STAGE_OUTPUTS["compose"] / step.options["output"]
-        return root / STAGE_OUTPUTS[step.stage]
 
     def compose_images(self, step: Step) -> list[Path]:
         """The images a compose step works on: its input resolved, sorted, then sampled."""
@@ -182,7 +170,7 @@ class Pipeline:
         """Content fingerprints of files that options name (a checkpoint to sample, a network to resume
         from, a soundtrack): replacing the file at the same path re-runs the step."""
         found = {}
-        outputs = {(self.project.root / folder).resolve() for folder in STAGE_OUTPUTS.values()}
+        outputs = {(self.project.root / row.output).resolve() for row in STAGES if row.output}
         for key, value in sorted(step.options.items()):
             if isinstance(value, Path):
                 path = value
@@ -212,30 +200,12 @@ class Pipeline:
         """Plugin and version of every layout a step renders: its own (``use = "windows"``) and one named
         in its options (an animation's ``layout = "mine"``), so editing that layout's file re-runs it."""
         names = [step.layout.name] if step.layout is not None else []
-        named = step.options.get("layout") if stage_group(step.stage) == "compose" else None
+        named = step.options.get("layout")
         if isinstance(named, str) and named and named not in names:
             names.append(named)
         layouts = self.registry.impls["layouts"]
         found = [[layouts[n].plugin, layouts[n].plugin_version] for n in names if n in layouts]
         return None if not found else found[0] if len(found) == 1 else found
-
-    def _upstream(self, step: Step) -> list[str]:
-        group = stage_group(step.stage)
-        if group == "extract":
-            return ["source"]
-        if group == "train":
-            return ["extract"]
-        if group == "generate":
-            return ["train"]
-        if group == "compose":
-            name = step.options["input"]
-            if name in NAMED_INPUTS:
-                ups = [NAMED_INPUTS[name][0]]
-            else:  # a glob into a stage's output folder depends on that stage ("generated/*.png")
-                top = Path(name).parts[0] if Path(name).parts and not Path(name).is_absolute() else ""
-                ups = [s for s, folder in STAGE_OUTPUTS.items() if folder == top and s != "compose"]
-            return ups + ["source"]
-        return []
 
     def plan(self, force: bool | Sequence[str] = False, only: Sequence[str] = (), start: str | None = None,
              stop: str | None = None) -> list[PlannedStage]:
@@ -248,9 +218,9 @@ class Pipeline:
         selected = _select([s.stage for s in self.project.steps], only, start, stop)
         planned = []
         for step in self.project.steps:
-            group = stage_group(step.stage)
+            row = stage_of(step.stage)
             inputs: dict[str, str] = {}
-            for up in self._upstream(step):
+            for up in upstream(step):
                 if up == "source":
                     if self.project.source is None:
                         continue
@@ -262,7 +232,7 @@ class Pipeline:
                         inputs["source"] = "missing"
                 elif up in fingerprints:
                     inputs[up] = fingerprints[up]
-            if group == "compose" and step.options["input"] not in NAMED_INPUTS:
+            if row.takes_images and step.options["input"] not in NAMED_INPUTS:
                 inputs["files"] = self._files_digest(self.compose_images(step))
             inputs.update(self._option_files(step, fingerprint_file))
             material = {
@@ -276,43 +246,42 @@ class Pipeline:
             }
             fp = _digest(material)
             fingerprints[step.stage] = fp
-            output = self.output_path(step)
+            output = output_path(root, self.project.source, step.stage, step.options)
             previous = state.get(step.stage)
             forced = force is True or (not isinstance(force, bool) and bool(force) and step.stage in _select(
                 [s.stage for s in self.project.steps], force, None, None))
-            ups_changed = [u for u in self._upstream(step) if u in changed]
+            ups_changed = [u for u in upstream(step) if u in changed]
+            detail = ""
             if step.stage not in selected:
-                reason, run = "not selected", False
+                why = Why.NOT_SELECTED
                 if previous is not None:  # downstream depends on what is on disk, not on what would be built
                     fingerprints[step.stage] = previous.get("fingerprint", fp)
             elif forced:
-                reason, run = "forced", True
+                why = Why.FORCED
             elif previous is None:
-                reason, run = "never ran", True
+                why = Why.NEVER_RAN
             elif not output.exists():
-                reason, run = f"output missing ({output.relative_to(root) if root in output.parents else output})", True
+                why, detail = Why.OUTPUT_MISSING, str(output.relative_to(root) if root in output.parents else output)
             elif ups_changed:
-                reason, run = f"upstream {', '.join(ups_changed)} changed", True
+                why, detail = Why.UPSTREAM_CHANGED, ", ".join(ups_changed)
             elif previous.get("fingerprint") != fp:
-                reason, run = _explain(previous.get("material", {}), material), True
+                why, detail = Why.SETTINGS_CHANGED, _explain(previous.get("material", {}), material)
             else:
-                reason, run = "up to date", False
-            if run:
-                if step.stage == "source":
+                why = Why.UP_TO_DATE
+            work_key = self._work_key(step, material)
+            planned_stage = PlannedStage(step, fp, material, why, output, work_key, detail,
+                                         forced=forced and step.stage in selected)
+            if planned_stage.run:
+                if row.film:
                     _refuse_foreign_film(self.project, output, previous, fingerprint_file)
                 _refuse_foreign_link_target(output, previous)
                 changed.add(step.stage)
-            work_key = self._work_key(step, material)
             # Only the stage's own options changed, and only ones that carry on its work (not forced, not a
             # missing output, not a changed upstream):
-            continues = (run and reason.startswith("changed:") and previous is not None
-                         and previous.get("work_key") == work_key)
-            if continues:
-                reason += " (continuing from the previous output)"
-            elif run and not forced and _has_work(self._staging_of(step.stage, work_key)):
-                reason += " (resumes its interrupted run)"
-            planned.append(PlannedStage(step, fp, material, run, reason, output, work_key, continues,
-                                        forced=forced and step.stage in selected))
+            continues = (why is Why.SETTINGS_CHANGED and previous is not None and previous.get("work_key") == work_key)
+            resumes = (not continues and planned_stage.run and not forced
+                       and _has_work(self._staging_of(step.stage, work_key)))
+            planned.append(dataclasses.replace(planned_stage, continues=continues, resumes=resumes))
         return planned
 
     # --- running ---------------------------------------------------------------------------------
@@ -321,7 +290,7 @@ class Pipeline:
         """Run the planned stages in order; write ``run.json``; return the run record."""
         if worker_rank() > 0:
             return self._run_as_worker(planned)
-        with _exclusive(self.state_dir / "lock", self.project.root):
+        with exclusive(self.state_dir / "lock", self.project.root):
             return self._run(planned)
 
     def _run(self, planned: list[PlannedStage]) -> dict[str, Any]:
@@ -364,7 +333,7 @@ class Pipeline:
     def _run_as_worker(self, planned: list[PlannedStage]) -> dict[str, Any]:
         """A torchrun rank > 0: train beside rank 0 in the same staging folder; publish nothing."""
         for p in planned:
-            if p.run and stage_group(p.step.stage) == "train":
+            if p.run and stage_of(p.step.stage).every_rank:
                 self._call(p.step, self._context(p, self._staging(p)))
         return {"status": "worker", "rank": worker_rank(), "stages": []}
 
@@ -377,14 +346,10 @@ class Pipeline:
 
     def _context(self, p: PlannedStage, staging: Path) -> StageContext:
         step, project = p.step, self.project
-        is_file = step.stage == "source" or step.stage.startswith("compose:")
-        out = staging / p.output.name if is_file else staging
-        inputs = {"frames": project.root / STAGE_OUTPUTS["extract"], "train": project.root / STAGE_OUTPUTS["train"],
-                  "generated": project.root / STAGE_OUTPUTS["generate"]}
-        if project.source is not None:
-            inputs["source"] = project.source
+        out = staging / p.output.name if stage_of(step.stage).is_file else staging
         return StageContext(project=project, stage=step.stage, options=dict(step.options), output=out,
-                            inputs=inputs, progress=self.progress, hook=self.registry.hook,
+                            inputs=folder_inputs(project.root, project.source), progress=self.progress,
+                            notify=self._notify,
                             previous=p.output if p.output.exists() else None,
                             layouts=dict(self.registry.impls["layouts"]), where=step.where, log=self.log,
                             warn=self.warn)
@@ -394,14 +359,15 @@ class Pipeline:
         images = None
         if "files" in p.material["inputs"]:  # a glob input: upstream stages of this run may have changed it
             images = self.compose_images(step)
-            p.material["inputs"]["files"] = self._files_digest(images)
-            p.fingerprint, p.work_key = _digest(p.material), self._work_key(step, p.material)
+            material = {**p.material, "inputs": {**p.material["inputs"], "files": self._files_digest(images)}}
+            p = dataclasses.replace(p, material=material, fingerprint=_digest(material),
+                                    work_key=self._work_key(step, material))
         staging = self._staging(p)
         if p.forced:  # an interrupted run's partial work would otherwise be resumed
             shutil.rmtree(staging, ignore_errors=True)
         if p.continues and not staging.exists() and p.output.is_dir():
             self.log(f"{step.stage}: continuing from {p.output.name}/ (only options that carry on earlier work changed)")
-            _link_copy(p.output, staging)
+            link_copy(p.output, staging)
         staging.mkdir(parents=True, exist_ok=True)
         ctx = self._context(p, staging)
         out = ctx.output
@@ -415,7 +381,7 @@ class Pipeline:
                                   f"without writing its output {out.name}. This is a bug in that plugin.")
             if out.is_dir():
                 (out / OWNED).write_text(f"{step.stage}\n")
-            _move_into_place(out, p.output)
+            move_into_place(out, p.output)
         except BaseException as exc:
             self._notify("stage_failed", project=project, stage=step.stage, error=exc)
             raise
@@ -424,7 +390,7 @@ class Pipeline:
         state[step.stage] = {"fingerprint": p.fingerprint, "work_key": p.work_key, "material": p.material,
                              "seconds": round(seconds, 3),
                              "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-        if step.stage == "source":  # what it wrote, so that a later run can tell the artist's own film from it
+        if stage_of(step.stage).film:  # what it wrote, so that a later run can tell the artist's own film from it
             state[step.stage]["output"] = file_fingerprint(p.output)
         self._save_state(state)
         step_name = staging.name.rsplit("-", 1)[0]
@@ -435,22 +401,14 @@ class Pipeline:
         return seconds
 
     def _call(self, step: Step, ctx: StageContext, images: list[Path] | None = None) -> None:
-        group = stage_group(step.stage)
-        if group == "source":
-            step.impl.make(ctx)
-        elif group == "extract":
-            step.impl.extract(ctx, step.chain)
-        elif group == "train":
-            step.impl.train(ctx)
-        elif group == "generate":
-            step.impl.generate(ctx)
-        else:
+        row = stage_of(step.stage)
+        if row.takes_images:
             images = self.compose_images(step) if images is None else images
             if not images:
                 raise CinemlError(f"{self.project.manifest_path}: {step.where}.input: {step.options['input']!r} "
                                   "matches no images. Run the stage that makes them first, or fix the glob "
                                   "(relative to the project folder).")
-            step.impl.compose(ctx, images)
+        row.call(step.impl, ctx, step, images)
 
     def _write_record(self, record: dict[str, Any]) -> None:
         record["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -458,53 +416,6 @@ class Pipeline:
         for path in (self.project.root / "run.json", self.state_dir / "runs" / f"{stamp}.json"):
             with atomic_path(path) as tmp:
                 tmp.write_text(json.dumps(record, indent=1, default=str))
-
-
-def _link_copy(src: Path, dst: Path, small: int = 1 << 20) -> None:
-    """Copy a folder, hard-linking files over ``small`` bytes (checkpoints, caches: written once by
-    rename, never changed in place) and copying the rest (logs that grow by appending). Built under a
-    temporary name, so an interruption never leaves a half-copied folder that looks like work."""
-    tmp = dst.with_name(dst.name + ".copying")
-    shutil.rmtree(tmp, ignore_errors=True)
-
-    def copy(a: str, b: str) -> None:
-        if os.path.getsize(a) > small:
-            try:
-                os.link(a, b)
-                return
-            except OSError:  # another disk, or no hard links there
-                pass
-        shutil.copy2(a, b)
-
-    shutil.copytree(src, tmp, copy_function=copy, symlinks=True)
-    os.replace(tmp, dst)
-
-
-@contextlib.contextmanager
-def _exclusive(lock: Path, root: Path) -> Iterator[None]:
-    """One ``cineml run`` per project at a time: two would share staging folders and state."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks; run one at a time by hand
-        yield
-        return
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            who = f.read().strip() or "another process"
-            raise CinemlError(f"Another cineml run is working on {root} ({who}). Wait for it to finish, or stop it "
-                              "(Ctrl-C; it resumes later) before starting this one.") from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()} since {_dt.datetime.now().isoformat(timespec='seconds')}")
-        f.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _has_work(folder: Path) -> bool:
@@ -529,42 +440,20 @@ def _refuse_foreign_link_target(output: Path, previous: dict[str, Any] | None) -
             "fills it, and replaces it on later runs), or move those files elsewhere first.")
 
 
-def _move_into_place(out: Path, final: Path) -> None:
-    """Replace ``final`` with ``out`` so that readers see the old or the new output, never a mix.
-
-    A symlinked output (``frames -> /mnt/big/frames``) keeps its link: what it points to is replaced.
-    Everything is renamed beside ``final`` (same disk), so the swap itself never copies.
-    """
-    if final.is_symlink():
-        final = final.resolve()
-    final.parent.mkdir(parents=True, exist_ok=True)
-    for old in final.parent.glob(f".{glob_escape(final.name)}.cineml-*"):  # left by a kill mid-swap
-        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
-    if out.stat().st_dev != final.parent.stat().st_dev:  # another disk: bring it over first, then swap
-        incoming = final.parent / f".{final.name}.cineml-incoming"
-        shutil.move(str(out), str(incoming))
-        out = incoming
-    if out.is_dir() and final.exists():
-        trash = final.parent / f".{final.name}.cineml-old-{time.time_ns()}"
-        os.replace(final, trash)
-        os.replace(out, final)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(out, final)
-
-
 def _select(stages: list[str], only: Sequence[str], start: str | None, stop: str | None) -> set[str]:
     """Stages chosen by --only / --from / --to; names may be a group ("compose") or a stage."""
 
+    chains = {row.chain[0]: row.table for row in STAGES if row.chain}  # --only preprocess: the stage running it
+
     def matches(stage: str, name: str) -> bool:
-        name = "extract" if name == "preprocess" else name
-        return stage == name or stage_group(stage) == name
+        name = chains.get(name, name)
+        return stage == name or StageId(stage).group == name
 
     for name in [*only, *(n for n in (start, stop) if n)]:
         if not any(matches(s, name) for s in stages):
-            hint = _suggest(name, sorted({*stages, *(stage_group(s) for s in stages)}), "")
+            hint = _suggest(name, sorted({*stages, *(StageId(s).group for s in stages)}), "")
             raise CinemlError(f"No stage named {name!r} in this project.{hint} Stages: {', '.join(stages)} "
-                              "(or a group: source, extract, train, generate, compose).")
+                              f"(or a group: {', '.join(BY_TABLE)}).")
     chosen = [s for s in stages if not only or any(matches(s, n) for n in only)]
     if start:
         first = next(i for i, s in enumerate(stages) if matches(s, start))
@@ -596,7 +485,7 @@ def _refuse_foreign_film(project: Project, film: Path, previous: dict[str, Any] 
 
 
 def _explain(old: dict[str, Any], new: dict[str, Any]) -> str:
-    """Say what changed between two fingerprint materials, in words an artist can act on."""
+    """Say what changed between two fingerprint materials, in words an artist can act on ("" if nothing shows)."""
     reasons = []
     if old.get("use") != new.get("use"):
         reasons.append(f"implementation {old.get('use')} -> {new.get('use')}")
@@ -616,4 +505,4 @@ def _explain(old: dict[str, Any], new: dict[str, Any]) -> str:
         reasons.append(f"seed {old.get('seed')} -> {new.get('seed')}")
     if old.get("layout") != new.get("layout"):
         reasons.append("layout plugin changed")
-    return "changed: " + "; ".join(reasons) if reasons else "settings changed"
+    return "; ".join(reasons)

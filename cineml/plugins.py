@@ -1,8 +1,9 @@
 """The plugin manager: built-ins, installed entry points, and project-local plugin files.
 
 Built-ins are entry points of the ``cineml`` distribution itself, so they load exactly like
-third-party plugins. Each plugin's registry hooks are called one plugin at a time, so every
-registered implementation knows which plugin (and version) provided it.
+third-party plugins. Every hook is called through pluggy, one plugin at a time (:func:`each_plugin`),
+so every registered implementation knows which plugin (and version) provided it, and one failing
+observer or command does not stop the others.
 
 Environment:
   ``CINEML_LOAD_PLUGINS``   comma list of plugin or distribution names to load besides the built-ins
@@ -13,6 +14,7 @@ Environment:
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import importlib.util
 import os
@@ -27,24 +29,13 @@ from typing import Any, Callable
 import pluggy
 
 from . import hookspecs
-from .api import CinemlError, Composer, Extractor, Generator, Layout, Preprocessor, Source, Trainer
+from .api import CinemlError
+from .stages import REGISTRIES, SHARED_NAMES
 
 BUILTIN_DISTRIBUTION = "cineml"
 
 #: Registry kind -> (registry hook, the class every registered object must be).
-KINDS: dict[str, tuple[str, type]] = {
-    "sources": ("register_sources", Source),
-    "extractors": ("register_extractors", Extractor),
-    "preprocessors": ("register_preprocessors", Preprocessor),
-    "trainers": ("register_trainers", Trainer),
-    "generators": ("register_generators", Generator),
-    "composers": ("register_composers", Composer),
-    "layouts": ("register_layouts", Layout),
-}
-
-
-# A compose step's `use` names a composer or a layout, so the two share one set of names.
-SHARED_NAMES = {"composers": ("composers", "layouts"), "layouts": ("composers", "layouts")}
+KINDS: dict[str, tuple[str, type]] = {kind: (f"register_{kind}", base) for kind, base in REGISTRIES.items()}
 
 
 @dataclass
@@ -142,11 +133,8 @@ class Registry:
         try:
             self._check_hook_names([c.name for c in callers if not c.has_spec()], info, label, strict)
             for kind, (hook_name, _) in KINDS.items():
-                caller = getattr(self.pm.hook, hook_name)
-                for impl in caller.get_hookimpls():
-                    if impl.plugin is module:
-                        impl.function(*[self._register_for(kind, info, added) if a == "register" else None
-                                        for a in impl.argnames])
+                for _, call in each_plugin(self.pm, hook_name, only=info.name):
+                    call(register=self._register_for(kind, info, added))
         except CinemlError:
             self._rollback(module, info, added)
             raise
@@ -236,15 +224,31 @@ def load_registry() -> Registry:
     return registry
 
 
-def notify(hook: Any, name: str, warn: Callable[[str], None], **kwargs: Any) -> None:
+def each_plugin(pm: pluggy.PluginManager, name: str, only: str | None = None) -> list[tuple[str, Callable[..., Any]]]:
+    """(plugin name, call) for every plugin implementing hook ``name``, in pluggy's order.
+
+    pluggy's own ``pm.hook.name(...)`` calls all plugins at once: it stops at the first error and does not
+    say whose result is whose. CineML needs both (which plugin registered an implementation; an observer
+    that fails must not stop the run or the others), so each call goes through pluggy's caller for one
+    plugin (``subset_hook_caller``): tracing, ``tryfirst``/``trylast`` and ``wrapper=True`` hooks behave
+    as pluggy defines them. ``only`` keeps one plugin.
+    """
+    caller = getattr(pm.hook, name)
+    names = list(dict.fromkeys(impl.plugin_name for impl in reversed(caller.get_hookimpls())))
+    plugins = {n: pm.get_plugin(n) for n in names}
+    return [(n, pm.subset_hook_caller(name, remove_plugins=[p for m, p in plugins.items() if m != n]))
+            for n in names if only is None or n == only]
+
+
+def notify(hooks: Any, name: str, warn: Callable[[str], None], **kwargs: Any) -> None:
     """Call every plugin's lifecycle hook ``name``; one that raises is reported, and the others and the
-    run go on (a plugin that only observes, e.g. posting fakes grids to a webhook, must not stop a run)."""
-    caller = getattr(hook, name)
-    if not hasattr(caller, "get_hookimpls"):  # a plain callable standing in for the hook (tests)
-        calls = [("a plugin", lambda: caller(**kwargs))]
-    else:  # pluggy's own call order, one implementation at a time
-        calls = [(repr(impl.plugin_name), lambda impl=impl: impl.function(**{a: kwargs[a] for a in impl.argnames}))
-                 for impl in reversed(caller.get_hookimpls())]
+    run go on (a plugin that only observes, e.g. posting fakes grids to a webhook, must not stop a run).
+
+    ``hooks`` is the plugin manager, or in tests any object with a method ``name`` standing in for it."""
+    if isinstance(hooks, pluggy.PluginManager):
+        calls = [(repr(who), functools.partial(call, **kwargs)) for who, call in each_plugin(hooks, name)]
+    else:
+        calls = [("a plugin", functools.partial(getattr(hooks, name), **kwargs))]
     for who, call in calls:
         try:
             call()

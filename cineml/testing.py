@@ -9,6 +9,7 @@ registration, real stages, the real CLI. (The helpers also work without pytest, 
 
 from __future__ import annotations
 
+import functools
 import textwrap
 from pathlib import Path
 from typing import Any, Sequence
@@ -18,10 +19,10 @@ try:
 except ImportError:  # the helpers work without pytest; the fixtures need it
     pytest = None  # type: ignore[assignment]
 
-from .api import REQUIRED, Implementation, StageContext
-from .manifest import Project, load_project
+from .api import REQUIRED, Implementation, Project, StageContext
+from .manifest import load_project
 from .pipeline import Pipeline
-from .plugins import Registry
+from .plugins import Registry, notify
 from .progress import Progress
 
 
@@ -37,7 +38,8 @@ def make_context(tmp_path: Path, impl: Implementation, options: dict[str, Any] |
     project = Project(name="test", root=tmp_path, manifest_path=tmp_path / "project.toml")
     return StageContext(project=project, stage=stage or impl.name, options=opts,
                         output=output or tmp_path / "out", inputs=dict(inputs or {}),
-                        progress=Progress(enabled=False), hook=hook)
+                        progress=Progress(enabled=False),
+                        notify=None if hook is None else functools.partial(notify, hook, warn=print))
 
 
 def make_project(folder: Path, manifest: str, files: dict[str, str | bytes] | None = None) -> Path:

@@ -59,8 +59,9 @@ def builtin(registry, plugin: str) -> bool:
 
 def manifest_page() -> str:
     """Every stage and every option of every built-in implementation, from their declarations."""
-    from cineml.manifest import COMPOSE_OPTIONS, PROJECT_OPTIONS, STAGE_KINDS
+    from cineml.manifest import PROJECT_OPTIONS
     from cineml.plugins import Registry
+    from cineml.stages import STAGES
 
     registry = Registry()
     registry.load_entry_points()
@@ -72,18 +73,21 @@ def manifest_page() -> str:
            "a test fails when they drift._", "",
            "## Top level", "",
            "`plugins = [\"my_layouts.py\"]`: Python files beside the manifest with your own plugins,",
-           "loaded in sorted order.", "",
+           "loaded in the order given.", "",
            "## `[project]`", "", *_option_table(PROJECT_OPTIONS), ""]
-    titles = {"source": "[source]", "extract": "[extract]", "preprocess": "[[preprocess]]", "train": "[train]",
-              "generate": "[generate]", "compose": "[[compose]]"}
-    for table, kind in STAGE_KINDS.items():
-        out += [f"## `{titles[table]}`", ""]
-        if table == "compose":
-            out += ["Every compose step takes these, whatever it uses:", "", *_option_table(COMPOSE_OPTIONS), "",
-                    "`use` names a composer below or a layout (see Layouts).", ""]
+    sections = []  # (title, registry kind, the stage's own options, the entry that runs layouts)
+    for row in STAGES:
+        sections.append((row.title, row.kind, row.options, row.runner))
+        if row.chain:
+            sections.append((f"[[{row.chain[0]}]]", row.chain[1], (), None))
+    for title, kind, common, runner in sections:
+        out += [f"## `{title}`", ""]
+        if common:
+            out += [f"Every {title.strip('[]')} step takes these, whatever it uses:", "", *_option_table(common), "",
+                    "`use` names one of the implementations below or a layout (see Layouts).", ""]
         impls = {n: i for n, i in registry.impls[kind].items() if builtin(registry, i.plugin)}
         for name, impl in sorted(impls.items()):
-            if table == "compose" and name == "layout":
+            if name == runner:
                 continue
             out += [f"### `use = \"{name}\"`", "", impl.help, "", *_option_table(impl.options), ""]
     out += ["## Layouts", "", "Use a layout by name in a `[[compose]]` step (`use = \"grid\"`).", ""]
@@ -100,9 +104,11 @@ def cli_page() -> str:
 
     from cineml.cli import cli, registry
 
-    for impl in registry().pm.hook.register_commands.get_hookimpls():
-        if builtin(registry(), impl.plugin_name):
-            impl.function(cli)
+    from cineml.plugins import each_plugin
+
+    for name, call in each_plugin(registry().pm, "register_commands"):
+        if builtin(registry(), name):
+            call(cli=cli)
     out = ["# Command-line reference", "", "_Generated from `cineml --help` by `python docs/gen_docs.py`._", ""]
     ctx = click.Context(cli, info_name="cineml", terminal_width=100, max_content_width=100, **cli.context_settings)
     out += ["## `cineml`", "", "```", cli.get_help(ctx), "```", ""]

@@ -96,7 +96,7 @@ def test_swd_is_logged_at_snapshots_and_never_changes_training(tmp_path):
 def test_unknown_metric_is_a_clear_error():
     with pytest.raises(CinemlError, match="unknown metric 'is'.*swd, fid, kid"):
         resolve({"metrics": ["is"]}, 64, 3)
-    from cineml_plugins.stylegan2.plugin import _metric_names
+    from cineml_plugins.stylegan2.presets import _metric_names
 
     assert _metric_names(["swd"]) is None and "swd" in _metric_names(["fid50k"])
 

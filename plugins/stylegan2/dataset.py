@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from cineml import CinemlError, atomic_path
-from cineml.imaging import flatten
+from cineml import flatten
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 CACHE_NAME = "dataset-cache.u8"

@@ -44,7 +44,7 @@ from .dataset import FrameDataset, open_frames, remove_cache
 from .distributed import DistInfo, Sync
 from .loss import StyleGAN2Loss
 from .networks import Discriminator, Generator
-from .presets import FEATURE_METRICS, Settings, expected_cpu_note, resolve
+from .presets import FEATURE_METRICS, TRAIN_OPTIONS, Settings, expected_cpu_note, resolve
 
 STATS_NAME = "stats.jsonl"
 OPTIONS_NAME = "training_options.json"
@@ -454,12 +454,10 @@ def _check_compatible(settings: Settings, saved: dict[str, Any], path: Path, war
                           f"this run cannot continue from {path.name}. Delete that folder to start over, or set "
                           "[train] options back to the earlier values.")
     now = settings.to_json()
-    from .plugin import StyleGAN2Trainer
-
     # Options an artist may change between an interrupted run and its continuation without notice: those
     # that continue earlier work, resume (which only matters for a fresh start), and ADA's speed (its
     # default follows kimg, see presets.ada_speed).
-    free = {o.name for o in StyleGAN2Trainer.options if o.continues} | {"resume", "ada_kimg"}
+    free = {o.name for o in TRAIN_OPTIONS if o.continues} | {"resume", "ada_kimg"}
     changed = [k for k in now if k not in Settings.ARCH_KEYS and k not in free and saved.get(k) != now[k]]
     if changed:
         warn("Continuing the interrupted training with changed settings: "

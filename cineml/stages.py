@@ -1,0 +1,146 @@
+"""The stage table: every fact about CineML's stages, stated once.
+
+The manifest reader, the planner and runner, the plugin manager and the docs all iterate ``STAGES``;
+adding a stage or a named input is one row here (the model is datasette's ``SETTINGS``). Rows are in
+pipeline order. Besides the stages, two registries feed them: preprocessors (chained into extraction)
+and layouts (which compose steps may name directly).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .api import (REQUIRED, Composer, Extractor, Generator, Implementation, Layout, Option, Preprocessor,
+                  Source, StageContext, Step, Trainer)
+
+
+class StageId(str):
+    """A stage's name as state.json, hooks and messages spell it: ``"train"``, or ``"compose:fakes.mp4"``
+    for one step of an array stage (its group, then the step's name)."""
+
+    @classmethod
+    def of(cls, group: str, name: str | None = None) -> StageId:
+        return cls(group if name is None else f"{group}:{name}")
+
+    @property
+    def group(self) -> str:
+        return self.partition(":")[0]
+
+    @property
+    def name(self) -> str:
+        return self.partition(":")[2] or self.group
+
+
+#: How the engine hands a step to its implementation: (implementation, context, step, input images).
+Call = Callable[[Any, StageContext, Step, "list[Path] | None"], None]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One row of the stage table."""
+
+    table: str  # key in project.toml, and the stage's id (or its group, for array stages)
+    kind: str  # registry kind; plugins fill it through the hook ``register_<kind>``
+    base: type[Implementation]  # what every registered implementation must be
+    call: Call  # how the engine runs one step
+    title: str  # heading in the docs: "[train]", "[[compose]]"
+    output: str | None = None  # folder under the project it writes (file stages: the folder their files go in)
+    is_file: bool = False  # each step writes one file (compose: its ``output`` option), not a folder
+    steps: bool = False  # an array of tables ([[compose]]): every table is a stage "<table>:<output>"
+    upstream: tuple[str, ...] = ()  # stages whose output it reads; "source" is the film, whoever made it
+    makes: dict[str, tuple[str, ...]] = field(default_factory=dict)  # named inputs: name -> globs under the project
+    takes_images: bool = False  # compose-like: its ``input`` option names images, resolved by the engine
+    options: tuple[Option, ...] = ()  # options every step of this stage has, whatever implementation it uses
+    default_use: str | None = None  # the implementation when ``use`` is not given
+    chain: tuple[str, str] | None = None  # (table, registry kind) of the per-frame steps it streams frames through
+    film: bool = False  # it writes the project's film (``project.source``), which the artist may supply instead
+    may_read_film: bool = False  # reads the film when there is one (a soundtrack), so it is an input when it exists
+    also_names: str | None = None  # ``use`` may also name an entry of this registry, run by ``runner``
+    runner: str | None = None
+    every_rank: bool = False  # under torchrun, processes of rank > 0 run it too (and nothing else)
+
+    @property
+    def hook(self) -> str:
+        return f"register_{self.kind}"
+
+
+#: Options every compose step has, whatever implementation it uses.
+COMPOSE_OPTIONS = (
+    Option("input", str, "fakes", "What to compose: fakes, reals, generated, walk, frames, or a glob "
+           "relative to the project folder (\"stills/*.png\")."),
+    Option("output", str, REQUIRED, "File name to write under art/ (e.g. \"fakes.mp4\", \"grid.png\")."),
+    Option("count", int, None, "Take this many images, evenly spaced over the selection.", min=1),
+    Option("every", int, 1, "Take every n-th image.", min=1),
+    Option("start", int, None, "First image (0-based index into the input, after sorting).", min=0),
+    Option("end", int, None, "Stop before this index (0-based; negative counts from the end)."),
+)
+
+STAGES: tuple[Stage, ...] = (
+    Stage("source", "sources", Source, lambda impl, ctx, step, images: impl.make(ctx), "[source]", is_file=True,
+          film=True),
+    Stage("extract", "extractors", Extractor, lambda impl, ctx, step, images: impl.extract(ctx, step.chain),
+          "[extract]", output="frames", upstream=("source",), makes={"frames": ("frames/*.jpg", "frames/*.png",
+                                                                                "frames/*.webp")},
+          default_use="fps", chain=("preprocess", "preprocessors")),
+    Stage("train", "trainers", Trainer, lambda impl, ctx, step, images: impl.train(ctx), "[train]", output="train",
+          upstream=("extract",), makes={"fakes": ("train/fakes*.png",), "reals": ("train/reals.png",)},
+          every_rank=True),
+    Stage("generate", "generators", Generator, lambda impl, ctx, step, images: impl.generate(ctx), "[generate]",
+          output="generated", upstream=("train",), makes={"generated": ("generated/*.png",),
+                                                          "walk": ("generated/walk/*.png",)}),
+    Stage("compose", "composers", Composer, lambda impl, ctx, step, images: impl.compose(ctx, images),
+          "[[compose]]", output="art", is_file=True, steps=True, takes_images=True, options=COMPOSE_OPTIONS,
+          may_read_film=True, also_names="layouts", runner="layout"),
+)
+
+#: Every registry plugins fill, with the class its entries must be: one per stage, plus the per-frame steps
+#: chained into extraction and the layouts compose steps may name.
+REGISTRIES: dict[str, type] = {**{s.kind: s.base for s in STAGES}, "preprocessors": Preprocessor, "layouts": Layout}
+
+BY_TABLE = {s.table: s for s in STAGES}
+
+
+def stage_of(stage: str) -> Stage:
+    """The row of ``"train"`` or ``"compose:fakes.mp4"``."""
+    return BY_TABLE[StageId(stage).group]
+
+
+#: Named inputs of compose steps: name -> (stage that makes them, globs under the project folder).
+NAMED_INPUTS = {name: (s.table, globs) for s in STAGES for name, globs in s.makes.items()}
+
+#: The registries whose names a step's ``use`` draws from together (a compose ``use`` names a composer or
+#: a layout), so registering one name in both would be ambiguous.
+SHARED_NAMES = {k: (s.kind, s.also_names) for s in STAGES if s.also_names for k in (s.kind, s.also_names)}
+
+
+def output_path(root: Path, film: Path | None, stage: str, options: dict[str, Any]) -> Path:
+    """Where a stage's output lives in the project: the film for the source stage, a file for array steps."""
+    row = stage_of(stage)
+    if row.output is None:
+        assert film is not None, "a source stage always has its film path"
+        return film
+    return root / row.output / options["output"] if row.is_file else root / row.output
+
+
+def folder_inputs(root: Path, film: Path | None) -> dict[str, Path]:
+    """What a stage context's ``inputs`` holds: every folder stage's output by folder name, and the film."""
+    found = {s.output: root / s.output for s in STAGES if s.output and not s.is_file}
+    return found if film is None else {**found, "source": film}
+
+
+def upstream(step: Step) -> list[str]:
+    """The stages a step reads from: its row's, and for a step that takes images, where its ``input`` comes from
+    ("source" stands for the film, whether a stage made it or the artist supplied it)."""
+    row = stage_of(step.stage)
+    found = list(row.upstream)
+    if row.takes_images:
+        name = step.options["input"]
+        if name in NAMED_INPUTS:
+            found.append(NAMED_INPUTS[name][0])
+        else:  # a glob into a stage's output folder depends on that stage ("generated/*.png")
+            parts = Path(name).parts
+            top = parts[0] if parts and not Path(name).is_absolute() else ""
+            found += [s.table for s in STAGES if s.output == top and not s.is_file]
+    return found + ["source"] if row.may_read_film else found
