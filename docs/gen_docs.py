@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import inspect
 import sys
-import textwrap
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parent
@@ -19,9 +18,9 @@ def hook_signature(fn) -> str:
 
 
 def hook_doc(fn) -> tuple[str, str]:
-    """A hookspec's docstring split into (text, example code): the example is its ``Example::`` block."""
-    text, _, example = inspect.getdoc(fn).partition("\n\nExample::\n")
-    return text, textwrap.dedent(example).strip()
+    """A hookspec's docstring and its example plugin (docs/hook_examples/<hook>.py)."""
+    example = DOCS / "hook_examples" / f"{fn.__name__}.py"
+    return inspect.getdoc(fn), example.read_text().strip() if example.exists() else ""
 
 
 def hooks_page() -> str:
@@ -33,7 +32,8 @@ def hooks_page() -> str:
            "decorated with `@cineml.hookimpl`; a function may accept a subset of the arguments (pluggy passes",
            "only what it asks for). Registry hooks run once at start-up; lifecycle hooks run during",
            "`cineml run` and their return values are ignored.", "",
-           "_Generated from `cineml/hookspecs.py` by `python docs/gen_docs.py`; a test fails when they drift._", ""]
+           "_Generated from `cineml/hookspecs.py` and `docs/hook_examples/` by `python docs/gen_docs.py`; a test fails "
+           "when they drift._", ""]
     for fn in specs:
         text, example = hook_doc(fn)
         out += [f"## `{fn.__name__}`", "", "```python", hook_signature(fn), "```", "", text, ""]
