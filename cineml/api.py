@@ -154,6 +154,12 @@ class StageContext:
     log: Callable[[str], None] = print
     warn: Callable[[str], None] = print
 
+    def error(self, key: str | None, message: str) -> CinemlError:
+        """An error about this step's option ``key`` (or the step itself, for None) worded as the engine words
+        manifest errors: ``project.toml: compose[1].fps: <message>``. Raise what it returns."""
+        where = self.where or self.stage
+        return CinemlError(f"{self.project.manifest_path}: {where}{'.' + key if key else ''}: {message}")
+
     def snapshot_written(self, kimg: float, checkpoint: Path, fakes: Path | None) -> None:
         """Trainers call this after each snapshot; it fires the ``snapshot_written`` hook."""
         if self.notify is not None:

@@ -158,20 +158,20 @@ class Animation(cineml.Composer):
         opts.update(ctx.options)
         suffix = ctx.output.suffix.lower()
         if suffix not in self.suffixes:
-            raise CinemlError(f"Compose step {ctx.where or ctx.stage}: the animation composer writes .mp4, .gif or "
-                              f".webp, not {ctx.output.name!r}. Change the step's output name.")
+            raise ctx.error("output", f"the animation composer writes .mp4, .gif or .webp, not {ctx.output.name!r}. "
+                            "Change the step's output name.")
         message = _fps_error(float(opts["fps"]))
         if message:
-            raise CinemlError(f"Compose step {ctx.where or ctx.stage}: {message}")
+            raise ctx.error("fps", message)
         fps = float(opts["fps"])
         if suffix == ".gif" and fps > 50:
-            raise CinemlError(f"Compose step {ctx.where or ctx.stage}: fps = {fps:g} is too fast for a GIF, whose frame "
+            raise ctx.error("fps", f"{fps:g} is too fast for a GIF, whose frame "
                               "times are whole hundredths of a second and which browsers slow to 10 fps below "
                               "2/100 s. Use fps <= 50, or write .mp4 or .webp.")
         groups, layout, layout_values = self._groups(ctx, images, opts)
         plan = frame_plan(len(groups), fps, float(opts["seconds"]), float(opts["crossfade"]))
         if len(plan) < len(groups):
-            ctx.warn(f"{ctx.stage}: {len(groups)} stills in {len(plan)} frames; showing an even "
+            ctx.warn(f"{ctx.where or ctx.stage}: {len(groups)} stills in {len(plan)} frames; showing an even "
                      f"sample. Raise seconds or fps to show every one.")
         render = _StillRenderer(groups, layout, layout_values, opts, even=suffix == ".mp4")
         stills = _Prefetch(render, list(dict.fromkeys(s for a, b, _ in plan for s in (a, b))))
@@ -191,7 +191,7 @@ class Animation(cineml.Composer):
                     self._write_mp4(ctx, tmp, frame, len(plan), fps, opts)
                 else:
                     if opts["audio"] != "none":
-                        ctx.warn(f"{ctx.stage}: {suffix} files carry no sound; audio is ignored.")
+                        ctx.warn(f"{ctx.where or ctx.stage}: {suffix} files carry no sound; audio is ignored.")
                     _write_pictures(ctx, tmp, frame, len(plan), fps)
         finally:
             stills.close()
@@ -200,7 +200,7 @@ class Animation(cineml.Composer):
                 opts: dict[str, Any]) -> tuple[list[list[tuple[int, Path]]], Any, dict[str, Any]]:
         """Stills as lists of (index, path): one image each, or one per tile for a layout."""
         if not images:
-            raise CinemlError(f"Compose step {ctx.where or ctx.stage}: the input matched no images. Check `input` "
+            raise ctx.error("input", "it matched no images. Check `input` "
                               f"and the count/every/start/end sampling.")
         indexed = list(enumerate(images))
         name = opts["layout"]
@@ -208,7 +208,7 @@ class Animation(cineml.Composer):
             return [[item] for item in indexed], None, {}
         if name not in ctx.layouts:
             known = ", ".join(sorted(ctx.layouts)) or "none registered"
-            raise CinemlError(f"Compose step {ctx.where or ctx.stage}: layout = {name!r} is not a registered layout "
+            raise ctx.error("layout", f"{name!r} is not a registered layout "
                               f"(known: {known}).")
         layout = ctx.layouts[name]
         values = validate_options(layout.options, dict(opts["layout_options"] or {}),
@@ -216,7 +216,7 @@ class Animation(cineml.Composer):
                                   ctx.project.manifest_path)
         tiles = int(opts["tiles"]) or layout.tiles(values)
         if not tiles:
-            raise CinemlError(f"Compose step {ctx.where or ctx.stage}: cannot tell how many images each frame of "
+            raise ctx.error("tiles", "cannot tell how many images each frame of "
                               f"layout {name!r} shows. Set tiles = N, or give the layout's size in "
                               f"layout_options (e.g. columns and rows for grid, bays and floors for windows).")
         # Tile j plays its own contiguous stretch of the input (a looping latent walk gives each
@@ -245,7 +245,7 @@ class Animation(cineml.Composer):
             except Exception as error:  # MoviePy raises bare OSError/KeyError on odd files
                 problem = f"{type(error).__name__}: {error}"
             if sound is None:
-                raise CinemlError(f"Compose step {ctx.where or ctx.stage}: cannot read a soundtrack from {audio_path} "
+                raise ctx.error("audio", f"cannot read a soundtrack from {audio_path} "
                                   f"({problem}). Check that the file has an audio stream, or set "
                                   f"audio = \"none\".")
             if sound.duration < seconds:
@@ -263,7 +263,7 @@ class Animation(cineml.Composer):
                     ffmpeg_params=["-crf", str(opts["crf"])] + X264_PARAMS,
                     logger=_proglog_bridge(bar))
         except OSError as error:
-            raise CinemlError(f"Compose step {ctx.where or ctx.stage}: ffmpeg failed writing {ctx.output.name}: "
+            raise ctx.error(None, f"ffmpeg failed writing {ctx.output.name}: "
                               f"{str(error).strip()[-600:]}") from error
         finally:
             clip.close()
@@ -323,14 +323,14 @@ def _audio_path(ctx: cineml.StageContext, value: str) -> Path | None:
     if value == "source":
         source = ctx.inputs.get("source")
         if source is None or not Path(source).is_file():
-            raise CinemlError(f"Compose step {ctx.where or ctx.stage}: audio = \"source\" but the project has no film "
+            raise ctx.error("audio", "\"source\" but the project has no film "
                               f"file to take the soundtrack from. Set [project] source, or give an "
                               f"audio file path.")
         return Path(source)
     path = Path(value)
     path = path if path.is_absolute() else ctx.project.root / path
     if not path.is_file():
-        raise CinemlError(f"Compose step {ctx.where or ctx.stage}: audio = {value!r}: no such file {path}. Give a path "
+        raise ctx.error("audio", f"{value!r}: no such file {path}. Give a path "
                           f"relative to the project folder, \"source\" or \"none\".")
     return path
 

@@ -91,7 +91,7 @@ class FpsExtractor(Extractor):
 
     def extract(self, ctx: StageContext, chain: Chain) -> None:
         if "source" not in ctx.inputs:
-            raise CinemlError("The extract stage got no film: set [source] path in project.toml.")
+            raise ctx.error(None, "the stage got no film: set source in [project] of project.toml.")
         film = Path(ctx.inputs["source"]).resolve()
         info = probe(film)
         job = Job(ctx, film, info, list(chain))
@@ -122,19 +122,18 @@ class Job:
         self.deinterlace = "all" if mode == "on" else "interlaced" if mode == "auto" and info.interlaced else None
         self.filters, self.out_size, self.out_mode = plan_chain(self.chain, info)
         if self.expected == 0:
-            raise CinemlError(f"[extract] {self.seconds:g} s of {film.name} at fps = {self.fps} gives no frame. Use a "
-                              "higher fps, fps = \"source\", or an earlier start.")
+            raise ctx.error("fps", f"{self.seconds:g} s of {film.name} at fps = {self.fps} gives no frame. Use a "
+                                   "higher fps, fps = \"source\", or an earlier start.")
 
     # --- settings -------------------------------------------------------------------------------
 
     def _check_range(self) -> None:
         dur = self.info.duration
         if self.end is not None and self.end <= self.start:
-            raise CinemlError(f"[extract] end ({self.end:g} s) must be after start ({self.start:g} s) "
-                              f"for {self.film}.")
+            raise self.ctx.error("end", f"{self.end:g} s must be after start ({self.start:g} s) for {self.film}.")
         if dur is not None and self.start >= dur:
-            raise CinemlError(f"[extract] start ({self.start:g} s) is at or past the end of {self.film}, "
-                              f"which lasts {dur:g} s. Use a smaller start.")
+            raise self.ctx.error("start", f"{self.start:g} s is at or past the end of {self.film}, which lasts "
+                                        f"{dur:g} s. Use a smaller start.")
 
     @property
     def seconds(self) -> float | None:

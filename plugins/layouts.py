@@ -718,8 +718,8 @@ class LayoutComposer(cineml.Composer):
         name = options.pop("layout", "grid")
         if name not in ctx.layouts:
             known = ", ".join(sorted(ctx.layouts)) or "none registered"
-            raise CinemlError(f"Compose step {ctx.stage}: there is no layout named {name!r} "
-                              f"(known: {known}). Check `use` in project.toml or install its plugin.")
+            raise ctx.error("use", f"there is no layout named {name!r} (known: {known}). Check `use` in "
+                                   "project.toml or install its plugin.")
         layout = ctx.layouts[name]
         declared = {o.name for o in layout.options}
         values = {k: v for k, v in options.items() if k in declared}

@@ -330,5 +330,5 @@ def test_missing_film_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(CinemlError, match="Film not found"):
         extract(tmp_path, tmp_path / "gone.mp4", "out")
     ctx = make_context(tmp_path, EX, output=tmp_path / "out")
-    with pytest.raises(CinemlError, match=r"\[source\]"):
+    with pytest.raises(CinemlError, match=r"got no film: set source in \[project\]"):
         EX.extract(ctx, [])

@@ -127,9 +127,9 @@ def test_multi_process_settings_errors(tmp_path):
     impl = StyleGAN2Trainer()
     ctx = make_context(tmp_path, impl, options={**FAST, "gpus": 2, "device": "auto"}, inputs={"frames": frames})
     if not torch.cuda.is_available():
-        with pytest.raises(CinemlError, match="gpus = 2 but PyTorch sees no CUDA GPU.*device = \"cpu\""):
+        with pytest.raises(CinemlError, match="gpus: 2 but PyTorch sees no CUDA GPU.*device = \"cpu\""):
             impl.train(ctx)
-    with pytest.raises(CinemlError, match="batch = 6 cannot be split evenly over 4"):
+    with pytest.raises(CinemlError, match="batch: 6 cannot be split evenly over 4"):
         resolve({"batch": 6}, 16, 3, world=4)
     auto = resolve({}, 256, 3, world=4)  # the 'auto' preset scales the batch with the GPU count
     assert (auto.batch, auto.batch_gpu, auto.mbstd_group) == (64, 16, 4)

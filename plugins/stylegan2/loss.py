@@ -51,12 +51,21 @@ def path_lengths(img: torch.Tensor, ws: torch.Tensor, noise: torch.Tensor | None
     return grad.square().sum(dim=2).mean(dim=1).sqrt()
 
 
+def mode_seeking_ratio(img: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """How far apart images are for how far apart their latents are (MSGAN, Mao et al. 2019): the batch's
+    first half against its second, mean absolute differences. The generator maximises it."""
+    half = z.shape[0] // 2
+    d_img = (img[:half] - img[half:2 * half]).abs().mean()
+    d_z = (z[:half] - z[half:2 * half]).abs().mean()
+    return d_img / d_z
+
+
 class StyleGAN2Loss:
     """The four training phases' objectives for a generator ``G`` and discriminator ``D``."""
 
     def __init__(self, G: Generator, D: Discriminator, r1_gamma: float, style_mixing: float = 0.9,
                  pl_weight: float = 2.0, pl_decay: float = 0.01, pl_batch_shrink: int = 2,
-                 augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+                 augment: Callable[[torch.Tensor], torch.Tensor] | None = None, mode_seeking: float = 0.0) -> None:
         self.G, self.D = G, D
         self.augment = augment
         # The main phases may run compiled copies (torch.compile); the regularisers need double
@@ -66,6 +75,7 @@ class StyleGAN2Loss:
         self.r1_gamma, self.style_mixing = r1_gamma, style_mixing
         self.pl_weight, self.pl_decay, self.pl_batch_shrink = pl_weight, pl_decay, pl_batch_shrink
         self.pl_mean = torch.zeros([], device=next(G.parameters()).device)
+        self.mode_seeking = mode_seeking
 
     def run_D(self, img: torch.Tensor) -> torch.Tensor:
         return self.D_main(img if self.augment is None else self.augment(img))
@@ -75,7 +85,12 @@ class StyleGAN2Loss:
         img, _ = run_generator(self.G_main, z, self.style_mixing)
         logits = self.run_D(img)
         loss = F.softplus(-logits).mean()
-        return loss, {"loss_G": loss.detach(), "D_fake": logits.detach().mean()}
+        stats = {"loss_G": loss.detach(), "D_fake": logits.detach().mean()}
+        if self.mode_seeking > 0 and z.shape[0] >= 2:
+            ratio = mode_seeking_ratio(img, z)
+            loss = loss + self.mode_seeking / (ratio + 1e-5)
+            stats["mode_seeking"] = ratio.detach()
+        return loss, stats
 
     def g_reg(self, z: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Path-length penalty ``pl_weight * (|J^T y| - a)^2``, ``a`` a running mean (on batch/shrink samples)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from cineml import CinemlError, Option
 
@@ -25,7 +25,7 @@ MISSING_INCEPTION = (
 
 # Per-config values. None: computed by the ``auto`` formulas from the resolution. style_mixing, pl_weight and
 # augment_p are the reference's 0.9, 2 and 0 in every preset (a preset may set its own).
-_REFERENCE = dict(style_mixing=0.9, pl_weight=2.0, augment_p=0.0)
+_REFERENCE = dict(style_mixing=0.9, pl_weight=2.0, augment_p=0.0, mode_seeking=0.0)
 _SPECS: dict[str, dict[str, Any]] = {
     "stylegan2": dict(kimg=25000, snapshot_kimg=200, batch=32, mbstd_group=4, channel_base=32768,
                       channel_max=512, map_layers=8, lr=0.002, gamma=10.0, ema_kimg=10.0, ema_rampup=None,
@@ -46,14 +46,16 @@ _SPECS: dict[str, dict[str, Any]] = {
 def _positive_pair(value: object) -> str | None:
     if value is None:
         return None
-    if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) and v > 0 for v in value)):
+    if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) and v > 0 for v in value)):
         return "must be two positive integers: [columns, rows], e.g. [8, 4]"
     return None
 
 
 def _metric_names(value: object) -> str | None:
-    if not isinstance(value, list) or not all(isinstance(v, str) and v in METRICS for v in value):
-        return f"must be a list of metric names from: {', '.join(METRICS)} (e.g. [\"swd\"]), or [] for none"
+    unknown = [v for v in value if v not in METRICS] if isinstance(value, (list, tuple)) else [value]
+    if unknown:
+        return (f"unknown metric {unknown[0]!r}; expected a list of metric names from: {', '.join(METRICS)} "
+                "(e.g. [\"swd\"]), or [] for none")
     return None
 
 
@@ -87,6 +89,10 @@ TRAIN_OPTIONS = (
            help="Probability of style mixing per batch (default: 0.9 in every preset)."),
     Option("pl_weight", float, None, min=0,
            help="Path-length regularisation weight, 0 turns it off (default: 2 in every preset)."),
+    Option("mode_seeking", float, None, min=0,
+           help="Weight of the mode-seeking term (Mao et al. 2019): G is rewarded for making images that differ "
+                "as much as their latents do, against collapse onto one image in short runs; 0 turns it off "
+                "(default: 0 in the reference presets)."),
     Option("keep", int, 3, continues=True, min=0, help="Checkpoints to keep (older ones are deleted; 0 keeps all)."),
     Option("device", str, "auto", continues=True, choices=("auto", "cpu", "cuda"),
            help="Where to train: 'auto' picks a CUDA GPU when PyTorch sees one, else the CPU."),
@@ -161,6 +167,7 @@ class Settings:
     w_dim: int = 512
     style_mixing: float = 0.9
     pl_weight: float = 2.0
+    mode_seeking: float = 0.0
     augment: str = "ada"  # one of AUGMENTS
     augment_p: float = 0.0  # initial (ada) or constant (fixed) augmentation probability
     ada_target: float = 0.6
@@ -221,16 +228,28 @@ def auto_values(resolution: int, gpus: int = 1) -> dict[str, Any]:
 
 def resolve(options: dict[str, Any], resolution: int, img_channels: int, project_seed: int = 0,
             device: str = "cpu", arch_from: dict[str, Any] | None = None, arch_source: str = "",
-            world: int = 1, bf16_supported: bool = False) -> Settings:
+            world: int = 1, bf16_supported: bool = False,
+            error: Callable[[str, str], Exception] | None = None) -> Settings:
     """Preset values overridden by every option the artist set (``None`` means "from the preset").
 
     ``arch_from`` holds the settings of a network we continue from (``arch_source`` says which, for
     messages): its architecture is used unless the options name one explicitly (then they must agree).
     ``world`` processes share the (global) batch; ``bf16_supported`` says the device runs bf16 fast.
+    ``error(key, message)`` makes the exception for a bad option (the stage's ``ctx.error``, which words
+    it like every manifest error). Values are checked against the declarations in TRAIN_OPTIONS here
+    too, because benchmarks and tests call this without a manifest.
     """
+    fail = error or (lambda key, message: CinemlError(f"train.{key}: {message}"))
+    for opt in TRAIN_OPTIONS:
+        value = options.get(opt.name)
+        if value is None:
+            continue
+        if opt.choices and value not in opt.choices:
+            raise fail(opt.name, f"{value!r} is not valid; expected {opt.describe_type()}.")
+        problem = opt.check(value) if opt.check else None
+        if problem:
+            raise fail(opt.name, f"{value!r} is not valid: {problem}")
     config = options.get("config") or "auto"
-    if config not in CONFIGS:
-        raise CinemlError(f"[train] config = {config!r} is not a StyleGAN2 preset; use one of {', '.join(CONFIGS)}.")
     spec = dict(_SPECS[config])
     auto = auto_values(resolution, world)
     for key, value in spec.items():
@@ -246,47 +265,34 @@ def resolve(options: dict[str, Any], resolution: int, img_channels: int, project
         spec["gamma"] = 0.0002 * resolution ** 2 / batch
         spec["ema_kimg"] = batch * 10 / 32
     if batch % world:
-        raise CinemlError(f"[train] batch = {batch} cannot be split evenly over {world} GPUs/processes; pick a "
-                          f"batch that is a multiple of {world}.")
+        raise fail("batch", f"{batch} cannot be split evenly over {world} GPUs/processes; pick a batch that is "
+                            f"a multiple of {world}.")
     per_rank = batch // world
     batch_gpu = int(options.get("batch_gpu") or per_rank)
     if per_rank % batch_gpu:
         where = f"batch / gpus = {per_rank}" if world > 1 else f"batch = {batch}"
-        raise CinemlError(f"[train] {where} is not a multiple of batch_gpu = {batch_gpu}; "
-                          "pick a batch_gpu that divides the batch.")
+        raise fail("batch_gpu", f"{where} is not a multiple of batch_gpu = {batch_gpu}; pick a batch_gpu that "
+                                "divides the batch.")
     arch = {k: pick(k) for k in ("channel_base", "channel_max", "map_layers")}
     if arch_from:
         for key in [k for k in arch if k in arch_from]:
             if options.get(key) is not None and options[key] != arch_from[key]:
-                raise CinemlError(
-                    f"[train] {key} = {options[key]} disagrees with the network of {arch_source} "
-                    f"({key} = {arch_from[key]}); remove {key} from [train] so that network's architecture "
-                    "is used, or start over in a fresh training folder.")
+                raise fail(key, f"{options[key]} disagrees with the network of {arch_source} ({key} = "
+                                f"{arch_from[key]}); remove {key} from [train] so that network's architecture is "
+                                "used, or start over in a fresh training folder.")
             arch[key] = arch_from[key]
-    grid = options.get("grid")
-    if grid is None:
-        grid = default_grid(resolution)
-    elif not (isinstance(grid, (list, tuple)) and len(grid) == 2 and all(isinstance(g, int) and g > 0 for g in grid)):
-        raise CinemlError(f"[train] grid = {grid!r} must be two positive integers: [columns, rows], e.g. [8, 4].")
+    grid = options.get("grid") or default_grid(resolution)
     seed = options.get("seed")
     precision = options.get("precision") or "auto"
     if precision == "auto":
         precision = "bf16" if device == "cuda" and bf16_supported else "fp32"
-    if precision not in ("fp32", "bf16"):
-        raise CinemlError(f"[train] precision = {precision!r}: use \"auto\", \"fp32\" or \"bf16\".")
     augment = options.get("augment") or "ada"
-    if augment not in AUGMENTS:
-        raise CinemlError(f"[train] augment = {augment!r}: use one of {', '.join(map(repr, AUGMENTS))}.")
     metrics = tuple(options.get("metrics") or ())
-    unknown = [m for m in metrics if m not in METRICS]
-    if unknown:
-        raise CinemlError(f"[train] metrics = {list(metrics)!r}: unknown metric {unknown[0]!r}; available: "
-                          f"{', '.join(METRICS)}.")
     inception = options.get("inception")
     wants = [m for m in metrics if m in FEATURE_METRICS]
     if wants and not inception:
-        raise CinemlError(f"[train] metrics = {list(metrics)!r} asks for {' and '.join(wants)} but inception is not "
-                          f"set. {MISSING_INCEPTION}")
+        raise fail("metrics", f"{list(metrics)!r} asks for {' and '.join(wants)} but inception is not set. "
+                              f"{MISSING_INCEPTION}")
     ada_kimg = options.get("ada_kimg")
     dims = {k: int(arch_from[k]) for k in ("z_dim", "w_dim") if arch_from and k in arch_from}
     return Settings(
@@ -303,6 +309,7 @@ def resolve(options: dict[str, Any], resolution: int, img_channels: int, project
         grid=(int(grid[0]), int(grid[1])),
         resume=None if options.get("resume") is None else str(options["resume"]),
         style_mixing=float(pick("style_mixing")), pl_weight=float(pick("pl_weight")),
+        mode_seeking=float(pick("mode_seeking")),
         augment=augment, augment_p=float(pick("augment_p")),
         ada_target=float(pick_default(options, "ada_target", 0.6)),
         ada_kimg=float(ada_kimg if ada_kimg is not None else ada_speed(float(pick("kimg")), bool(options.get("resume")))),

@@ -200,7 +200,7 @@ class TrainingLoop:
         if s.augment == "ada":
             self.ada = AdaController(self.augment, s.ada_target, s.ada_kimg, s.batch, s.ada_interval)
         self.loss = StyleGAN2Loss(self.G, self.D, s.gamma, s.style_mixing, s.pl_weight, s.pl_decay,
-                                  s.pl_batch_shrink, augment=self.augment)
+                                  s.pl_batch_shrink, augment=self.augment, mode_seeking=s.mode_seeking)
         if s.compile:
             synthesis = torch.compile(self.G.synthesis)
             # ws are a broadcast view without style mixing and a new tensor with it: give the compiled
@@ -550,7 +550,7 @@ def train(ctx: StageContext) -> None:
     launched = distributed.from_env()
     if launched is not None:
         if gpus > 1 and launched.main:
-            ctx.warn(f"[train] gpus = {gpus} is ignored: torchrun started {launched.world} processes.")
+            ctx.warn(f"{ctx.where or ctx.stage}.gpus = {gpus} is ignored: torchrun started {launched.world} processes.")
         if launched.main:
             run_rank(ctx, launched, device)
             return
@@ -569,11 +569,11 @@ def train(ctx: StageContext) -> None:
         run_rank(ctx, DistInfo(), device)
         return
     if device.type == "cpu" and (opts.get("device") or "auto") == "auto":
-        raise CinemlError(f"[train] gpus = {gpus} but PyTorch sees no CUDA GPU. Set gpus = 1, or set device = \"cpu\" "
-                          "to split the batch over CPU processes (only useful for testing).")
+        raise ctx.error("gpus", f"{gpus} but PyTorch sees no CUDA GPU. Set gpus = 1, or set device = \"cpu\" to "
+                                "split the batch over CPU processes (only useful for testing).")
     if device.type == "cuda" and torch.cuda.device_count() < gpus:
-        raise CinemlError(f"[train] gpus = {gpus} but PyTorch sees {torch.cuda.device_count()} CUDA GPU(s) on this "
-                          "machine. Lower gpus, or use torchrun to train across several machines (docs/training.md).")
+        raise ctx.error("gpus", f"{gpus} but PyTorch sees {torch.cuda.device_count()} CUDA GPU(s) on this machine. "
+                                "Lower gpus, or use torchrun to train across several machines (docs/training.md).")
     job = {"options": dict(opts), "inputs": dict(ctx.inputs), "output": Path(ctx.output), "seed": ctx.project.seed,
            "name": ctx.project.name, "root": ctx.project.root, "manifest": ctx.project.manifest_path,
            "device": device.type, "threads": torch.get_num_threads()}
@@ -674,7 +674,7 @@ def _train(ctx: StageContext, sync: Sync, device: torch.device) -> TrainingLoop:
     plan = sync.broadcast_object(plan)
     bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     settings = resolve(opts, dataset.resolution, dataset.channels, ctx.project.seed, device.type, plan["arch_from"],
-                       plan["arch_source"], world=info.world, bf16_supported=bf16)
+                       plan["arch_source"], world=info.world, bf16_supported=bf16, error=ctx.error)
 
     loop = TrainingLoop(settings, dataset, device, sync)
     tensors, state = plan["tensors"], plan["state"]
