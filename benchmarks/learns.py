@@ -118,9 +118,10 @@ def child(job: dict) -> None:
     import torch
 
     from cineml_plugins.stylegan2.dataset import open_frames
+    from cineml_plugins.stylegan2.loop import TrainingLoop
     from cineml_plugins.stylegan2.metrics import PatchSet, coverage, diversity, patches_per_image, swd
+    from cineml_plugins.stylegan2.pictures import to_uint8_grid
     from cineml_plugins.stylegan2.presets import resolve
-    from cineml_plugins.stylegan2.training import TrainingLoop, to_uint8_grid
 
     torch.set_num_threads(1)
     mirror = bool(job["options"].get("mirror"))

@@ -30,8 +30,8 @@ import numpy as np
 import torch
 
 from cineml_plugins.stylegan2.dataset import FrameDataset
+from cineml_plugins.stylegan2.loop import TrainingLoop
 from cineml_plugins.stylegan2.presets import resolve
-from cineml_plugins.stylegan2.training import TrainingLoop
 
 
 def measure(fn, repeats: int, warmup: int = 1, device: torch.device | None = None) -> tuple[float, float]:
@@ -52,7 +52,8 @@ def measure(fn, repeats: int, warmup: int = 1, device: torch.device | None = Non
     return statistics.median(cpu), statistics.median(wall)
 
 
-def make_loop(res: int, options: dict, device: torch.device = torch.device("cpu")) -> TrainingLoop:
+def make_loop(res: int, options: dict, device: torch.device | None = None) -> TrainingLoop:
+    device = device or torch.device("cpu")
     frames = np.random.default_rng(0).integers(0, 256, (64, 3, res, res), dtype=np.uint8)
     bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     settings = resolve(options, res, 3, device=device.type, bf16_supported=bf16)

@@ -4,11 +4,28 @@ The public API for plugin authors. Everything a plugin needs is importable from 
 stays light (no torch, no moviepy) so that ``cineml --help`` is instant.
 """
 
-from importlib.metadata import PackageNotFoundError, version as _version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
 
-from .api import (REQUIRED, CinemlError, Composer, Extractor, Generator, Implementation, Layout,
-                  Option, Preprocessor, Project, Source, StageContext, Step, Trainer, atomic_path, evenly_spaced,
-                  layout)
+from .api import (
+    REQUIRED,
+    CinemlError,
+    Composer,
+    Extractor,
+    Generator,
+    Implementation,
+    Layout,
+    Option,
+    Preprocessor,
+    Project,
+    Source,
+    StageContext,
+    Step,
+    Trainer,
+    atomic_path,
+    evenly_spaced,
+    layout,
+)
 from .hookspecs import hookimpl
 
 try:

@@ -170,9 +170,10 @@ def _option_rows(options: tuple[Option, ...] | list[Option]) -> list[dict[str, A
 def plugins(as_json: bool) -> None:
     """List installed plugins, their versions and what each provides."""
     reg = registry()
-    rows = [{"name": p.name, "version": p.version, "distribution": p.distribution, "origin": p.origin,
-             "provides": p.provides, "hooks": p.hooks, "error": p.error}
-            for p in sorted(reg.plugins.values(), key=lambda p: (p.origin != "builtin", p.name))]
+    rows: list[dict[str, Any]] = [
+        {"name": p.name, "version": p.version, "distribution": p.distribution, "origin": p.origin,
+         "provides": p.provides, "hooks": p.hooks, "error": p.error}
+        for p in sorted(reg.plugins.values(), key=lambda p: (p.origin != "builtin", p.name))]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return

@@ -12,9 +12,9 @@ import hashlib
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from glob import escape as glob_escape
 from pathlib import Path
-from typing import Iterator
 
 from .api import CinemlError
 

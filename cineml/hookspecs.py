@@ -18,8 +18,9 @@ docs/gen_docs.py and loaded and run as a real plugin by tests/test_docs.py.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 

@@ -12,8 +12,9 @@ import functools
 import json
 import math
 import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from PIL import Image, ImageColor, ImageDraw, ImageFont, ImageOps
 
@@ -131,8 +132,8 @@ def draw_text(image: Image.Image, xy: tuple[float, float], text: str, size: int 
 
 def text_size(text: str, size: int) -> tuple[int, int]:
     """Width and height in pixels of ``text`` drawn at ``size`` (to place labels before drawing)."""
-    left, top, right, bottom = font(size).getbbox(text)
-    return right - left, bottom - top
+    left, top, right, bottom = font(size).getbbox(text)  # whole pixels, though typed float for FreeType fonts
+    return int(right - left), int(bottom - top)
 
 
 def even_size(image: Image.Image, fill: Any = "black") -> Image.Image:
@@ -182,7 +183,8 @@ def metadata(path: str | Path, index: int = 0) -> dict[str, Any]:
     """What a file name says about an image: ``path``, ``index``, ``kimg``, ``seed``, ``time``.
 
     ``kimg`` comes from training grids (``fakes000120.png`` -> 120; fractional names such as
-    ``fakes000000_040.png``, the stylegan2 trainer's, -> 0.04), ``seed`` from generated stills (``seed0042.png`` -> 42) and
+    ``fakes000000_040.png``, the stylegan2 trainer's, -> 0.04), ``seed`` from generated stills
+    (``seed0042.png`` -> 42) and
     ``time`` (seconds into the film) from the ``index.json`` an extractor writes beside frames.
     Missing facts are ``None`` so layouts can test for them.
     """

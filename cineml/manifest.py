@@ -12,8 +12,9 @@ import datetime as _dt
 import difflib
 import math
 import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .api import CinemlError, Option, Project, Step
 from .stages import BY_TABLE, STAGES, Stage, StageId, upstream
@@ -313,6 +314,7 @@ def _bind_step(row: Stage, where: str, values: dict[str, Any], chain_tables: lis
     shared = registry.impls[row.also_names] if row.also_names else {}
     layout = None
     if name is not None and isinstance(name, str) and name not in table and name in shared:
+        assert row.also_names is not None  # ``shared`` is empty without it
         if row.runner not in table:
             raise _fail(file, f"{where}.use", f"{name!r} is a {row.also_names[:-1]}, but no {row.kind[:-1]} named "
                         f"{row.runner!r} is installed to render it (it is built in; check CINEML_LOAD_PLUGINS).")

@@ -21,10 +21,11 @@ import platform
 import re
 import shutil
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from glob import escape as glob_escape
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from . import __version__
 from .api import CinemlError, Project, StageContext, Step, atomic_path, evenly_spaced
@@ -366,7 +367,8 @@ class Pipeline:
         if p.forced:  # an interrupted run's partial work would otherwise be resumed
             shutil.rmtree(staging, ignore_errors=True)
         if p.continues and not staging.exists() and p.output.is_dir():
-            self.log(f"{step.stage}: continuing from {p.output.name}/ (only options that carry on earlier work changed)")
+            self.log(f"{step.stage}: continuing from {p.output.name}/ (only options that carry on earlier work "
+                     "changed)")
             link_copy(p.output, staging)
         staging.mkdir(parents=True, exist_ok=True)
         ctx = self._context(p, staging)
@@ -474,7 +476,8 @@ def _refuse_foreign_film(project: Project, film: Path, previous: dict[str, Any] 
     the state): a file there that it did not write is most likely the artist's own film."""
     if not film.exists() and not film.is_symlink():
         return
-    if film.is_file() and previous is not None and previous.get("output", "unrecorded") in ("unrecorded", fingerprint(film)):
+    recorded = None if previous is None else previous.get("output", "unrecorded")
+    if film.is_file() and recorded in ("unrecorded", fingerprint(film)):
         return  # the film it wrote ("unrecorded": written by a CineML that did not record it yet)
     where = film.relative_to(project.root) if project.root in film.parents else film
     raise CinemlError(

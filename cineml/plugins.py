@@ -20,11 +20,12 @@ import importlib.util
 import os
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 import pluggy
 
@@ -83,8 +84,8 @@ class Registry:
                     continue
                 matched |= names
             info = PluginInfo(ep.name, version, dist, "builtin" if builtin else "entry point")
-            self._add(info, lambda ep=ep: ep.load(), f'plugin "{ep.name}" (distribution {dist}, '
-                                                     f'entry point {ep.name} = {ep.value})')
+            self._add(info, ep.load, f'plugin "{ep.name}" (distribution {dist}, '
+                                     f'entry point {ep.name} = {ep.value})')
         if allowed:
             for name in sorted(allowed - matched - {_norm(BUILTIN_DISTRIBUTION)}):
                 self.warn(f"CINEML_LOAD_PLUGINS names {name!r}, but no installed plugin or distribution is called "
@@ -101,8 +102,7 @@ class Registry:
                 continue  # already loaded (e.g. `cineml layouts --project` then a run)
             digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
             info = PluginInfo(name, f"local-{digest}", "", str(path))
-            self._add(info, lambda path=path, digest=digest: _import_file(path, digest),
-                      f'plugin file "{path}"', strict=True)
+            self._add(info, functools.partial(_import_file, path, digest), f'plugin file "{path}"', strict=True)
 
     def add_plugin(self, plugin: Any, name: str, version: str = "0") -> None:
         """Register an already-imported plugin (a module or any object with hook functions).
@@ -143,7 +143,7 @@ class Registry:
             self._failed(info, label, exc, strict)
 
     def _register_for(self, kind: str, info: PluginInfo, added: list[tuple[str, str]]) -> Callable[[Any], None]:
-        base = KINDS[kind][1]
+        base: type[Any] = KINDS[kind][1]  # every registry's base class has name, plugin and plugin_version
 
         def register(obj: Any) -> None:
             if not isinstance(obj, base):

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress, ProgressColumn, Task,
-                           TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    ProgressColumn,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.progress import Progress as RichProgress
 from rich.text import Text
 
 
@@ -30,20 +40,22 @@ class RateColumn(ProgressColumn):
 class Bar:
     """One task on a progress display: ``advance(n)``, ``update(completed=, info=)``."""
 
-    def __init__(self, progress: RichProgress | None, task: int | None) -> None:
+    def __init__(self, progress: RichProgress | None, task: TaskID | None) -> None:
         self._progress, self._task = progress, task
         self.completed = 0.0
 
     def advance(self, n: float = 1) -> None:
         self.completed += n
         if self._progress is not None:
+            assert self._task is not None  # a bar on a display always has its task
             self._progress.advance(self._task, n)
 
     def update(self, completed: float | None = None, total: float | None = None, info: str | None = None) -> None:
         if completed is not None:
             self.completed = completed
         if self._progress is not None:
-            fields = {} if info is None else {"info": info}
+            assert self._task is not None  # a bar on a display always has its task
+            fields: dict[str, Any] = {} if info is None else {"info": info}
             self._progress.update(self._task, completed=completed, total=total, **fields)
 
 

@@ -72,7 +72,8 @@ def write_project(folder: Path, name: str) -> Path:
     bad = sorted({c for c in name if c in '/\\"' or ord(c) < 32})
     if not name.strip() or bad:
         raise CinemlError(f"Project name {name!r}: use a plain name such as \"the-perfect-human\" or \"Det perfekte "
-                          f"menneske\" (no {' '.join(bad) if bad else 'empty name'}; it becomes a folder and a file name).")
+                          f"menneske\" (no {' '.join(bad) if bad else 'empty name'}; it becomes a folder and a file "
+                          "name).")
     path = folder / "project.toml"
     if path.exists():
         raise CinemlError(f"{path} already exists; choose another name or edit that project.")

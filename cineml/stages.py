@@ -8,12 +8,25 @@ and layouts (which compose steps may name directly).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from .api import (REQUIRED, Composer, Extractor, Generator, Implementation, Layout, Option, Preprocessor,
-                  Source, StageContext, Step, Trainer)
+from .api import (
+    REQUIRED,
+    Composer,
+    Extractor,
+    Generator,
+    Implementation,
+    Layout,
+    Option,
+    Preprocessor,
+    Source,
+    StageContext,
+    Step,
+    Trainer,
+)
 
 
 class StageId(str):

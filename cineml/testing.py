@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import functools
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 try:
     import pytest

@@ -103,7 +103,6 @@ def cli_page() -> str:
     import click
 
     from cineml.cli import cli, registry
-
     from cineml.plugins import each_plugin
 
     for name, call in each_plugin(registry().pm, "register_commands"):

@@ -11,16 +11,30 @@ first ``.env`` found above its install folder: with a venv inside the project, t
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 import cineml
-from cineml import (CinemlError, Option, atomic_path, color_problem, draw_text, even_size, fit, hookimpl, label_text,
-                    load_image, parse_color, validate_options)
+from cineml import (
+    CinemlError,
+    Option,
+    atomic_path,
+    color_problem,
+    draw_text,
+    even_size,
+    fit,
+    hookimpl,
+    label_text,
+    load_image,
+    parse_color,
+    validate_options,
+)
+
 
 def import_moviepy() -> Any:
     """Import MoviePy pinned to the bundled ffmpeg, with a clear error when it cannot start.
@@ -201,7 +215,7 @@ class Animation(cineml.Composer):
         """Stills as lists of (index, path): one image each, or one per tile for a layout."""
         if not images:
             raise ctx.error("input", "it matched no images. Check `input` "
-                              f"and the count/every/start/end sampling.")
+                              "and the count/every/start/end sampling.")
         indexed = list(enumerate(images))
         name = opts["layout"]
         if not name:
@@ -283,7 +297,7 @@ class _StillRenderer:
         self.width, self.height = int(opts["width"]), int(opts["height"])
         self.size: tuple[int, int] | None = None
 
-    def __call__(self, index: int) -> np.ndarray:
+    def __call__(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
         images = [load_image(path, i) for i, path in self.groups[index]]
         picture = self.layout(images, **self.values) if self.layout is not None else images[0]
         picture = picture.convert("RGB") if picture.mode != "RGB" else picture
@@ -324,8 +338,8 @@ def _audio_path(ctx: cineml.StageContext, value: str) -> Path | None:
         source = ctx.inputs.get("source")
         if source is None or not Path(source).is_file():
             raise ctx.error("audio", "\"source\" but the project has no film "
-                              f"file to take the soundtrack from. Set [project] source, or give an "
-                              f"audio file path.")
+                              "file to take the soundtrack from. Set [project] source, or give an "
+                              "audio file path.")
         return Path(source)
     path = Path(value)
     path = path if path.is_absolute() else ctx.project.root / path

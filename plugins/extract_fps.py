@@ -25,17 +25,28 @@ import os
 import re
 import shutil
 from collections import deque
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from PIL import Image
 
 from cineml import CinemlError, Extractor, Option, Preprocessor, StageContext, atomic_path, hookimpl
 
-from .ffmpeg import (DecodeStats, Ffmpeg, VideoInfo, audio_end, decode_stats, display_size, fps_frame_count,
-                     padded_slots, probe, slot_sources)
+from .ffmpeg import (
+    DecodeStats,
+    Ffmpeg,
+    VideoInfo,
+    audio_end,
+    decode_stats,
+    display_size,
+    fps_frame_count,
+    padded_slots,
+    probe,
+    slot_sources,
+)
 
 Chain = Sequence[tuple[Preprocessor, dict[str, Any]]]
 RENUMBERING = ".renumbering"  # marker: frames are being renumbered; if found on resume, redo
@@ -136,6 +147,12 @@ class Job:
                                         f"{dur:g} s. Use a smaller start.")
 
     @property
+    def steady_rate(self) -> float:
+        """The rate of fps = N as a float (asked for only when fps is not "source")."""
+        assert self.rate is not None, 'fps = "source" has no steady rate'
+        return float(self.rate)
+
+    @property
     def seconds(self) -> float | None:
         dur = self.info.duration
         stop = dur if self.end is None or (dur is not None and self.end > dur) else float(self.end)
@@ -144,7 +161,7 @@ class Job:
     @property
     def expected(self) -> int | None:
         """Frames a healthy film gives: fps-filter count, or coded frames for fps="source"."""
-        rate = self.info.fps if self.source_rate else float(self.rate)
+        rate = self.info.fps if self.source_rate else self.steady_rate
         if self.seconds is None or not rate:
             return None
         return fps_frame_count(self.seconds, rate)
@@ -218,6 +235,7 @@ class Job:
     def _run_pipe(self, done: int, bar: Any) -> DecodeStats:
         """ffmpeg decodes to raw frames on a pipe; Python transforms and encodes them."""
         if self.filters is not None:  # all-ffmpeg chain whose output the encoder can't take (gray JPEG)
+            assert self.out_size is not None  # its mode (L) was measured on a frame, and so was its size
             graph, size, mode, steps = self.filters, self.out_size, self.out_mode, []
         else:
             w, h = display_size(self.info.width, self.info.height, self.info.sar)
@@ -269,6 +287,7 @@ class Job:
         short = (picture is not None and self.seconds is not None
                  and picture < self.seconds - max(2 / (self.info.fps or 25), 0.02 * self.seconds))
         if short and not stats.decode_errors:
+            assert picture is not None  # short needs it
             sound = audio_end(self.film, self.input_args)
             if sound is not None and sound > picture + 1:  # the soundtrack just runs longer: not damage
                 self.ctx.log(f"{self.film.name}: the picture ends at {picture:.1f} s while the sound runs to "
@@ -282,7 +301,7 @@ class Job:
                    f"{declared} it declares ({stats.decode_errors} decode errors), so {count} frames were "
                    f"extracted where {self.expected} were expected.")
         if stats.decode_errors and stats.fps_dup and not self.source_rate:  # holes in the film, not a slow stretch
-            total, padded = padded_slots(stats.pts, float(self.rate), stats.last_duration)
+            total, padded = padded_slots(stats.pts, self.steady_rate, stats.last_duration)
             if padded and total == count:
                 slots = self._drop_padding(count, set(padded))
                 message += (f" {len(padded)} frames that would only repeat the last good frame across "
@@ -314,12 +333,12 @@ class Job:
             exact = len(stats.pts) == len(slots)
             times = (self.start + (stats.pts[k] if exact else k / rate) for k in slots)
         else:  # the source frame each slot shows; nominal slot times if the log does not add up
-            shown = slot_sources(stats.pts, float(self.rate), stats.last_duration)
+            shown = slot_sources(stats.pts, self.steady_rate, stats.last_duration)
             if len(shown) != written:
                 self.ctx.warn(f"{self.film.name}: could not tell which source frame each extracted frame shows "
                               f"({len(shown)} slots simulated, {written} written); index.json records the "
                               "nominal times start + k / fps instead.")
-                shown = [k / float(self.rate) for k in range(written)]
+                shown = [k / self.steady_rate for k in range(written)]
             times = (self.start + shown[k] for k in slots)
         header = {
             "count": len(slots),

@@ -13,11 +13,12 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator, Sequence
+from typing import IO, Any
 
 from cineml import CinemlError
 
@@ -409,7 +410,7 @@ def padded_slots(pts: Sequence[float], fps: float, last: float | None = None) ->
     pts = sorted(pts)
     step = _usual_step(pts, fps)
     first, end = _slot_range(pts, fps, last)
-    padded = []
+    padded: list[int] = []
     for a, b in zip(pts, pts[1:]):
         if b - a > 1.5 * step:
             lo = max(round_half_away(a * fps) + 1, round_half_away((a + step) * fps))

@@ -9,15 +9,31 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 import cineml
-from cineml import (CinemlError, Option, atomic_path, check_canvas, color_problem, common_mode, draw_text,
-                    evenly_spaced, fit, grid_shape, hookimpl, label_text, load_images, noise, parse_color)
+from cineml import (
+    CinemlError,
+    Option,
+    atomic_path,
+    check_canvas,
+    color_problem,
+    common_mode,
+    draw_text,
+    evenly_spaced,
+    fit,
+    grid_shape,
+    hookimpl,
+    label_text,
+    load_images,
+    noise,
+    parse_color,
+)
 
 LABELS = ("none", "index", "kimg", "seed", "time")
 
@@ -87,15 +103,15 @@ def draw_grid(images: Sequence[Image.Image], columns: int, rows: int, tile: tupl
     check_canvas(size, f"grid of {columns} x {rows} tiles", "Set tile_width smaller, or fewer columns and rows.")
     sheet = Image.new("RGB", size, color)
     sheet = sheet.convert(mode) if mode == "L" else sheet
-    size = label_size or max(9, th // 12)
+    font_size = label_size or max(9, th // 12)
     for k, image in enumerate(images[:columns * rows]):
         row, col = divmod(k, columns) if order == "rows" else (k % rows, k // rows)
         x, y = margin + col * (tw + gutter), margin + row * (th + gutter)
         sheet.paste(_fit_tile(image, (tw, th), mode, how, color), (x, y))
         text = label_text(image, labels)
         if text:
-            pad = max(2, size // 3)
-            draw_text(sheet, (x + pad * 2, y + th - pad * 2), text, size=size, fill="white",
+            pad = max(2, font_size // 3)
+            draw_text(sheet, (x + pad * 2, y + th - pad * 2), text, size=font_size, fill="white",
                       anchor="ld", box=(0, 0, 0), padding=pad)
     return sheet
 

@@ -15,9 +15,9 @@ import os
 import subprocess
 import tempfile
 import wave
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 
@@ -270,14 +270,16 @@ Scene = tuple[Camera, list[Pose]]
 def walk_pose(x: float, phase: float, woman: bool = False) -> Pose:
     """A profile walking to +x; ``phase`` advances 2*pi per stride pair."""
     swing = 0.42 * math.sin(phase)
-    legs, arms = [], []
+    legs: list[tuple[float, float]] = []
+    arms: list[tuple[float, float]] = []
     for k in (1, -1):
         thigh = k * swing
         bend = 0.75 * max(0.0, math.cos(phase + (0 if k > 0 else math.pi))) ** 1.5
         legs.append((thigh, thigh - bend))
         upper = -0.55 * k * swing
         arms.append((upper, upper + 0.25))
-    pose = Pose(x=x, facing=0.0, torso=0.06, arms=tuple(arms), legs=tuple(legs), yaw=math.pi / 2, woman=woman)
+    pose = Pose(x=x, facing=0.0, torso=0.06, arms=(arms[0], arms[1]), legs=(legs[0], legs[1]), yaw=math.pi / 2,
+                woman=woman)
     return grounded(pose, lift=0.015 * abs(math.cos(phase)))
 
 
@@ -411,7 +413,7 @@ def film_look(img: np.ndarray, rng: np.random.Generator, flicker: float) -> np.n
     """Grain (at half resolution, like coarse stock), flicker, dust and the odd scratch -> uint8."""
     h, w = img.shape
     grain = rng.standard_normal((h // 2, w // 2), dtype=np.float32) * np.float32(0.03)
-    out = img.reshape(h // 2, 2, w // 2, 2)
+    out: np.ndarray = img.reshape(h // 2, 2, w // 2, 2)
     out += grain[:, None, :, None]
     out = out.reshape(h, w)
     if rng.random() < 0.3:  # dust: a few dark specks
@@ -569,6 +571,7 @@ def render_film(path: str | os.PathLike[str], seconds: float = 20.0, fps: int = 
         log = Path(work) / "ffmpeg.log"
         with open(log, "wb") as err:
             proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err)
+            assert proc.stdin is not None  # stdin=PIPE
             try:
                 for frame in iter_frames(seconds, fps, width, height, seed):
                     proc.stdin.write(frame.tobytes())

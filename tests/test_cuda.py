@@ -12,7 +12,7 @@ How the two devices are made comparable:
 - Same random numbers: the CUDA generator's stream differs from the CPU's, so ``cpu_draws`` makes
   every ``torch.randn``/``randn_like`` draw on the CPU generator and move the result to the device;
   the training step then checks that the CUDA generator was never touched (nothing escaped).
-- Same arithmetic: training runs its main phases with TF32 on (``training.math_flags``), whose 10-bit
+- Same arithmetic: training runs its main phases with TF32 on (``loop.math_flags``), whose 10-bit
   mantissa would put ~1e-3 relative error in every convolution; comparisons switch it off
   (``loop.tf32 = False``, ``exact_fp32``) and the fixture ``math_flags`` restores PyTorch's flags after
   every test.
@@ -34,22 +34,22 @@ from __future__ import annotations
 import copy
 import json
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
 import torch
-
-from cineml_plugins.stylegan2 import checkpoints as ckpt
-from cineml_plugins.stylegan2.dataset import FrameDataset
-from cineml_plugins.stylegan2.presets import resolve
-from cineml_plugins.stylegan2.training import TrainingLoop
 from test_stylegan2_generate import make_g, pixels, save_snapshot
 from test_stylegan2_generate import run as generate_stage
 from test_stylegan2_networks import tiny_networks
 from test_stylegan2_training import FAST
 from test_stylegan2_training import run as train_stage
 from training_frames import make_frames
+
+from cineml_plugins.stylegan2 import checkpoints as ckpt
+from cineml_plugins.stylegan2.dataset import FrameDataset
+from cineml_plugins.stylegan2.loop import TrainingLoop
+from cineml_plugins.stylegan2.presets import resolve
 
 RES = 32
 STAND_IN = os.environ.get("CINEML_CUDA_TESTS_ON_CPU") == "1"  # the CPU plays the GPU: tests the tests only

@@ -179,7 +179,8 @@ def test_hook_examples_report_failures_and_post_snapshots(tmp_path, capsys, monk
     with http.server.HTTPServer(("127.0.0.1", 0), Webhook) as server:
         threading.Thread(target=server.handle_request, daemon=True).start()
         monkeypatch.setenv("FAKES_WEBHOOK", f"http://127.0.0.1:{server.server_port}/")
-        hook.snapshot_written(project=project, kimg=1.2, checkpoint=tmp_path / "network-snapshot-000001_200.safetensors",
+        hook.snapshot_written(project=project, kimg=1.2,
+                              checkpoint=tmp_path / "network-snapshot-000001_200.safetensors",
                               fakes=tmp_path / "fakes000001_200.png")
     assert posts == [{"text": f"film at 1.2 kimg: {tmp_path / 'fakes000001_200.png'} "
                               "(network-snapshot-000001_200.safetensors)"}]

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from films import FFMPEG, add_sound, coded_film, garble, make_film, source_times, truncate
 from PIL import Image
 
 from cineml import CinemlError, Preprocessor
 from cineml.testing import make_context
 from cineml_plugins.extract_fps import FpsExtractor, resume_point
 from cineml_plugins.letterbox import Letterbox
-from films import FFMPEG, add_sound, coded_film, garble, make_film, source_times, truncate
 
 EX, LB = FpsExtractor(), Letterbox()
 LB_OPTS = {"size": 64, "fill": "black", "resample": "lanczos", "grayscale": False}

@@ -12,7 +12,7 @@ from PIL import Image
 
 import cineml
 from cineml import CinemlError
-from cineml.imaging import (even_size, fit, label_text, load_images, metadata, parse_color, timecode)
+from cineml.imaging import even_size, fit, label_text, load_images, metadata, parse_color, timecode
 from cineml.testing import make_context
 from cineml_plugins import layouts as L
 

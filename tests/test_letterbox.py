@@ -6,13 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from films import make_film
 from PIL import Image, ImageColor
 
 from cineml.testing import make_context
 from cineml_plugins.extract_fps import FpsExtractor
 from cineml_plugins.ffmpeg import display_size
 from cineml_plugins.letterbox import Letterbox, check_fill, check_size, content_box
-from films import make_film
 
 LB = Letterbox()
 

@@ -148,7 +148,8 @@ def test_choices_suggest(tmp_path):
 
 
 def test_values_an_artist_can_mistype(toy_project):
-    assert "compose[0].use: ['concat'] is not valid; expected the name" in error_of(toy_project, 'compose.0.use=["concat"]')
+    assert ("compose[0].use: ['concat'] is not valid; expected the name"
+            in error_of(toy_project, 'compose.0.use=["concat"]'))
     assert "train.kimg: nan is not valid" in error_of(toy_project, "train.kimg=nan")
     assert "finite" in error_of(toy_project, "train.kimg=inf")
     # An integer or a date typed for a text option is the text as typed (-S title=1967).

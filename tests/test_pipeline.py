@@ -134,7 +134,8 @@ def test_crash_mid_stage_leaves_no_output_that_looks_complete_and_resumes(toy_pr
     assert "source" in state and "extract" not in state
     assert plan_of(toy_project)["extract"] == (True, "never ran (resumes its interrupted run)")  # --dry-run says so
     ran = run(toy_project)
-    assert ran["source"] == (False, "up to date") and ran["extract"] == (True, "never ran (resumes its interrupted run)")
+    assert ran["source"] == (False, "up to date")
+    assert ran["extract"] == (True, "never ran (resumes its interrupted run)")
     assert len(list((root / "frames").glob("*.txt"))) == 5
 
 
@@ -275,7 +276,8 @@ def test_a_failing_observer_plugin_does_not_stop_the_run(toy_project):
     (root / "observer.py").write_text(
         "from cineml import hookimpl\n\n"
         "@hookimpl\ndef stage_finished(project, stage, output, seconds):\n    raise ConnectionError('webhook down')\n\n"
-        "@hookimpl\ndef snapshot_written(project, kimg, checkpoint, fakes):\n    raise ConnectionError('webhook down')\n")
+        "@hookimpl\ndef snapshot_written(project, kimg, checkpoint, fakes):\n"
+        "    raise ConnectionError('webhook down')\n")
     toy_project.write_text(toy_project.read_text().replace('plugins = ["toy_plugins.py"]',
                                                            'plugins = ["observer.py", "toy_plugins.py"]'))
     reg = load_registry()

@@ -126,7 +126,8 @@ def test_a_layout_may_not_take_a_composers_name(tmp_path):
                     "@cineml.layout('animation')\ndef animation(images):\n    return images[0]\n\n"
                     "@hookimpl\ndef register_layouts(register):\n    register(animation)\n")
     with pytest.raises(CinemlError, match=r"Two plugins register a layout and a composer named 'animation': "
-                                          r"'animation' and 'mine.py'\. 'animation' is built in, so rename the one in 'mine.py'"):
+                                          r"'animation' and 'mine.py'\. 'animation' is built in, so rename the one "
+                                          r"in 'mine.py'"):
         load_registry().load_files([path])
 
 

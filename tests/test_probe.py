@@ -8,11 +8,11 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
+from films import make_audio, make_film, make_image, truncate
 
 from cineml import CinemlError
 from cineml_plugins.extract_fps import register_commands
 from cineml_plugins.ffmpeg import display_size, fps_frame_count, probe, round_half_away
-from films import make_audio, make_film, make_image, truncate
 
 
 def test_probe_reads_size_sar_fps_duration_audio(tmp_path: Path) -> None:

@@ -10,15 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from training_frames import make_frames
 
 from cineml.testing import make_context
 from cineml_plugins.stylegan2 import checkpoints as ckpt
-from cineml_plugins.stylegan2.augment import (COLOR, GEOMETRIC, AdaController, AugmentPipe, rotate2d, translate2d)
+from cineml_plugins.stylegan2.augment import COLOR, GEOMETRIC, AdaController, AugmentPipe, rotate2d, translate2d
 from cineml_plugins.stylegan2.loss import r1_penalty
 from cineml_plugins.stylegan2.networks import Discriminator
 from cineml_plugins.stylegan2.plugin import StyleGAN2Trainer
-from training_frames import make_frames
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -17,18 +17,20 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from training_frames import Recorder, make_frames
 
 from cineml import CinemlError
 from cineml.testing import make_context
 from cineml_plugins.stylegan2 import checkpoints as ckpt
 from cineml_plugins.stylegan2.dataset import FrameDataset
+from cineml_plugins.stylegan2.distributed import DistInfo
+from cineml_plugins.stylegan2.launch import run_rank
+from cineml_plugins.stylegan2.loop import TrainingLoop
 from cineml_plugins.stylegan2.loss import path_lengths, r1_penalty, run_generator
 from cineml_plugins.stylegan2.networks import Discriminator, Generator, mixed_precision_resolution
 from cineml_plugins.stylegan2.plugin import StyleGAN2Trainer
 from cineml_plugins.stylegan2.presets import resolve
-from cineml_plugins.stylegan2.distributed import DistInfo
-from cineml_plugins.stylegan2.training import STATS_NAME, TrainingLoop, run_rank
-from training_frames import Recorder, make_frames
+from cineml_plugins.stylegan2.training import STATS_NAME
 
 FAST = {"config": "tiny", "channel_base": 256, "channel_max": 32, "batch": 8, "device": "cpu", "grid": [4, 2],
         "augment_p": 0.3, "ada_kimg": 1.0, "style_mixing": 0.9, "pl_weight": 2.0}
@@ -48,7 +50,7 @@ from safetensors.torch import save_file
 from cineml.testing import make_context
 from cineml_plugins.stylegan2 import distributed
 from cineml_plugins.stylegan2.plugin import StyleGAN2Trainer
-from cineml_plugins.stylegan2.training import run_rank
+from cineml_plugins.stylegan2.launch import run_rank
 
 torch.set_num_threads(1)
 tmp, options, frames, out = Path(sys.argv[1]), json.loads(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])

@@ -9,6 +9,7 @@ import warnings
 
 import pytest
 import torch
+from training_frames import make_frames
 
 from cineml import CinemlError
 from cineml.testing import make_context
@@ -17,8 +18,6 @@ from cineml_plugins.stylegan2 import metrics
 from cineml_plugins.stylegan2.metrics import FeatureNet, fid, fid_from_stats, kid
 from cineml_plugins.stylegan2.plugin import StyleGAN2Trainer
 from cineml_plugins.stylegan2.presets import resolve
-from training_frames import make_frames
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

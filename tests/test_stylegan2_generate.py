@@ -23,8 +23,17 @@ from cineml.manifest import load_project
 from cineml.testing import make_context, make_project
 from cineml_plugins.stylegan2 import checkpoints as ckpt
 from cineml_plugins.stylegan2.commands import add_commands
-from cineml_plugins.stylegan2.generator import (StyleGAN2Generator, WalkSpec, loop_positions, parse_mixing,
-                                                parse_seeds, parse_walk, seed_z, still_name, walk_ws)
+from cineml_plugins.stylegan2.generator import (
+    StyleGAN2Generator,
+    WalkSpec,
+    loop_positions,
+    parse_mixing,
+    parse_seeds,
+    parse_walk,
+    seed_z,
+    still_name,
+    walk_ws,
+)
 from cineml_plugins.stylegan2.networks import Generator
 
 sys.path.insert(0, str(Path(__file__).parent))

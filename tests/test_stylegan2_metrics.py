@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from training_frames import make_frames
 
 from cineml import CinemlError
 from cineml.testing import make_context
@@ -14,8 +15,6 @@ from cineml_plugins.stylegan2 import metrics
 from cineml_plugins.stylegan2.metrics import _expand, laplacian_pyramid, random_patches, sliced_wasserstein
 from cineml_plugins.stylegan2.plugin import StyleGAN2Trainer
 from cineml_plugins.stylegan2.presets import resolve
-from training_frames import make_frames
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

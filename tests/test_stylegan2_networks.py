@@ -11,12 +11,10 @@ import torch.nn.functional as F
 
 from cineml_plugins.stylegan2 import ops
 from cineml_plugins.stylegan2.dataset import FrameDataset
+from cineml_plugins.stylegan2.loop import TrainingLoop
 from cineml_plugins.stylegan2.loss import path_lengths, r1_penalty
-from cineml_plugins.stylegan2.networks import (Discriminator, Generator, MinibatchStdLayer, SynthesisLayer,
-                                               ToRGBLayer)
+from cineml_plugins.stylegan2.networks import Discriminator, Generator, MinibatchStdLayer, SynthesisLayer, ToRGBLayer
 from cineml_plugins.stylegan2.presets import resolve
-from cineml_plugins.stylegan2.training import TrainingLoop
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

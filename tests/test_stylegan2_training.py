@@ -15,17 +15,17 @@ import pytest
 import torch
 from PIL import Image
 from safetensors import safe_open
+from test_stylegan2_generate import invoke
+from test_stylegan2_import import reference_pickle, tiny_discriminator, tiny_generator
+from training_frames import Recorder, deadline, make_frames, truncate
 
 from cineml import CinemlError
 from cineml.testing import make_context
 from cineml_plugins.stylegan2 import checkpoints as ckpt
 from cineml_plugins.stylegan2.dataset import list_frames, open_frames
+from cineml_plugins.stylegan2.loop import Sampler
 from cineml_plugins.stylegan2.plugin import StyleGAN2Trainer
 from cineml_plugins.stylegan2.presets import default_grid, resolve
-from cineml_plugins.stylegan2.training import Sampler
-from test_stylegan2_generate import invoke
-from test_stylegan2_import import reference_pickle, tiny_discriminator, tiny_generator
-from training_frames import Recorder, deadline, make_frames, truncate
 
 RES = 16
 # A deliberately small network (the "tiny" preset with fewer channels) so every run takes seconds, with
@@ -386,7 +386,7 @@ def test_tf32_is_off_for_the_penalties_and_global_flags_are_left_as_found(tmp_pa
     """The R1 and path-length double backward run without TF32 (as the reference); the main phases may use
     it; after a step PyTorch's process-wide flags are what they were (no other code inherits them)."""
     from cineml_plugins.stylegan2.dataset import FrameDataset
-    from cineml_plugins.stylegan2.training import TrainingLoop
+    from cineml_plugins.stylegan2.loop import TrainingLoop
 
     flags = torch.backends.cuda.matmul, torch.backends.cudnn
     before = (flags[0].allow_tf32, flags[1].allow_tf32, flags[1].benchmark)

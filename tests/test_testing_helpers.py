@@ -6,7 +6,6 @@ from cineml import Composer, Option, hookimpl
 from cineml.testing import make_project, run_project
 
 
-
 class Listing(Composer):
     """Lists image names."""
 

@@ -4,6 +4,7 @@ import click
 
 from cineml import hookimpl
 
+
 @hookimpl
 def register_commands(cli):
     @cli.command()

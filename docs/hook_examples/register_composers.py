@@ -1,5 +1,6 @@
 from cineml import Composer, Option, hookimpl
 
+
 class PdfBook(Composer):
     """Every image as one page of a PDF, for printing."""
 

@@ -2,6 +2,7 @@ import json
 
 from cineml import Extractor, Option, atomic_path, hookimpl
 
+
 class EverySeconds(Extractor):
     """One frame every few seconds, decoded with MoviePy (square-pixel films only)."""
 

@@ -1,5 +1,6 @@
 from cineml import Generator, Option, hookimpl
 
+
 class DcGanStills(Generator):
     """One still per seed from the latest DCGAN snapshot."""
 

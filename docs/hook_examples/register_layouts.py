@@ -2,6 +2,7 @@ from PIL import Image
 
 from cineml import Option, hookimpl, layout
 
+
 @layout("diptych", options=(Option("gap", int, 16, "Pixels between the two images.", min=0),),
         capacity=lambda options: 2)
 def diptych(images, gap):

@@ -1,5 +1,6 @@
 from cineml import Option, Preprocessor, hookimpl
 
+
 class Posterize(Preprocessor):
     """Keeps a few levels per colour channel, for a screen-print look."""
 

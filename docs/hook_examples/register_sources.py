@@ -2,6 +2,7 @@ import subprocess
 
 from cineml import Option, Source, hookimpl
 
+
 class TestPattern(Source):
     """ffmpeg's moving test pattern: a quick film for trying out a pipeline."""
 

@@ -1,5 +1,6 @@
 from cineml import Option, Trainer, hookimpl
 
+
 class DcGan(Trainer):
     """A small DCGAN: quick 64x64 sketches of a film."""
 

@@ -1,5 +1,6 @@
 from cineml import hookimpl
 
+
 @hookimpl
 def run_failed(project, record, error):
     if record["status"] == "failed":  # not Ctrl-C

@@ -1,5 +1,6 @@
 from cineml import hookimpl
 
+
 @hookimpl
 def run_finished(project, record):
     ran = [f"{s['stage']} ({s['seconds']:.0f} s)" for s in record["stages"] if s["ran"]]

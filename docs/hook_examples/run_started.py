@@ -1,5 +1,6 @@
 from cineml import hookimpl
 
+
 @hookimpl
 def run_started(project, plan):
     todo = [step["stage"] for step in plan if step["run"]]

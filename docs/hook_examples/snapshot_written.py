@@ -4,6 +4,7 @@ import urllib.request
 
 from cineml import hookimpl
 
+
 @hookimpl
 def snapshot_written(project, kimg, checkpoint, fakes):
     url = os.environ.get("FAKES_WEBHOOK")  # e.g. a chat channel's incoming webhook

@@ -1,5 +1,6 @@
 from cineml import hookimpl
 
+
 @hookimpl
 def stage_failed(project, stage, error):
     if not isinstance(error, KeyboardInterrupt):

@@ -1,5 +1,6 @@
 from cineml import hookimpl
 
+
 @hookimpl
 def stage_finished(project, stage, output, seconds):
     with open(project.root / "timings.log", "a") as log:

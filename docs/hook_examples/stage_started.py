@@ -1,5 +1,6 @@
 from cineml import hookimpl
 
+
 @hookimpl
 def stage_started(project, stage, options):
     settings = ", ".join(f"{key}={value!r}" for key, value in options.items())

@@ -23,8 +23,8 @@ gathers, convolutions and ``grid_sample``, all twice differentiable, as R1 needs
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch

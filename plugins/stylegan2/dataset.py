@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image
 
-from cineml import CinemlError, atomic_path
-from cineml import flatten
+from cineml import CinemlError, atomic_path, flatten
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 CACHE_NAME = "dataset-cache.u8"
@@ -68,6 +67,7 @@ def inspect_frames(files: list[Path], folder: Path) -> tuple[int, int]:
                               f"{size0[0]}x{size0[1]}: every frame must have the same size. Re-run the extract "
                               f"stage so all frames come from the same settings. {LETTERBOX_HINT}")
         gray = gray and mode == "L"
+    assert size0 is not None  # files is not empty
     return size0[0], 1 if gray else 3
 
 

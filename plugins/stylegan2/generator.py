@@ -16,9 +16,10 @@ import json
 import math
 import re
 import shutil
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -48,7 +49,8 @@ def parse_seeds(value: Any, key: str | None = "generate.seeds", limit: int = 2 *
     example = 'e.g. "0-89", "0-3,7,10-12" or 42'
     if isinstance(value, bool) or not isinstance(value, (int, str, list, tuple)):
         raise CinemlError(f"{where}not a list of seeds; write seeds as ranges and numbers, {example}.")
-    parts: list[Any] = [value] if isinstance(value, int) else value.split(",") if isinstance(value, str) else list(value)
+    parts: list[Any] = ([value] if isinstance(value, int) else value.split(",") if isinstance(value, str)
+                        else list(value))
     seeds: list[int] = []
     for part in parts:
         if isinstance(part, int) and not isinstance(part, bool):

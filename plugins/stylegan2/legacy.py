@@ -26,7 +26,7 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -34,6 +34,8 @@ from cineml import CinemlError
 
 if TYPE_CHECKING:
     import torch
+
+_Net = TypeVar("_Net", bound="torch.nn.Module")
 
 PICKLE_SUFFIXES = (".pkl", ".pickle")
 TORCH_SUFFIXES = (".pt", ".pth", ".ckpt")
@@ -253,16 +255,18 @@ _IGNORED = object()  # settings that only affect speed (fp16, memory layout): ac
 
 def generator_kwargs(stub: PersistentStub, path: Path, label: str = "G_ema") -> dict[str, Any]:
     """CineML ``Generator`` arguments from a reference Generator's recorded constructor arguments."""
-    if stub.flavor == "stylegan3" or stub.child("synthesis") and stub.child("synthesis").child("input"):
+    synthesis_stub = stub.child("synthesis")
+    if stub.flavor == "stylegan3" or synthesis_stub and synthesis_stub.child("input"):
         raise CinemlError(f"{path} holds a StyleGAN3 (alias-free, config T/R) generator: StyleGAN3 networks are "
                           "not supported, only StyleGAN2 ones (stylegan2-ada-pytorch, or stylegan3 --cfg=stylegan2).")
     if stub.class_name != "Generator" or not stub.child("synthesis") or not stub.child("mapping"):
         raise CinemlError(f"{path}: {label} is a {stub.class_name} with layers "
-                          f"{sorted((stub.state.get('_modules') or {}))}, not a StyleGAN2 Generator.")
+                          f"{sorted(stub.state.get('_modules') or {})}, not a StyleGAN2 Generator.")
     kw = _kwargs(stub, ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels"))
     mapping = dict(kw.pop("mapping_kwargs", None) or {})
     synthesis = dict(kw.pop("synthesis_kwargs", None) or {})
-    core = {k: kw.pop(k) for k in ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels") if k in kw}
+    core: dict[str, Any] = {k: kw.pop(k) for k in ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels")
+                            if k in kw}
     if len(core) < 5:
         raise CinemlError(f"{path}: {label} does not record its sizes (z_dim, c_dim, w_dim, img_resolution, "
                           "img_channels), so its architecture cannot be rebuilt.")
@@ -315,7 +319,7 @@ def discriminator_kwargs(stub: PersistentStub, path: Path) -> dict[str, Any]:
                 conv_clamp=None if d["conv_clamp"] is None else float(d["conv_clamp"]), cmap_dim=d["cmap_dim"])
 
 
-def load_into(net: torch.nn.Module, tensors: dict[str, torch.Tensor], label: str, path: Path) -> torch.nn.Module:
+def load_into(net: _Net, tensors: dict[str, torch.Tensor], label: str, path: Path) -> _Net:
     """Copy ``tensors`` into ``net`` name for name; any missing, extra or mis-shaped tensor is named."""
     import torch
 
@@ -543,7 +547,8 @@ _LAYOUTS = {"copy": lambda s: s, "squeeze0": lambda s: (1, *s), "scalar": lambda
 
 
 def _convert(t: torch.Tensor, how: str, shape: Any, names: tuple[str, str], path: Path) -> torch.Tensor:
-    """rosinality layout -> reference layout: [1,O,I,k,k] -> [O,I,k,k], [1] -> [], [1,1,R,R] -> [R,R], [1,C,1,1] -> [C]."""
+    """rosinality layout -> reference layout: [1,O,I,k,k] -> [O,I,k,k], [1] -> [], [1,1,R,R] -> [R,R],
+    [1,C,1,1] -> [C]."""
     expect = _LAYOUTS[how](tuple(shape))
     if tuple(t.shape) != expect:
         raise CinemlError(f"{path}: tensor {names[0]} has shape {list(t.shape)}, but a rosinality generator of this "

@@ -13,7 +13,7 @@ style-mixing coin and cut-off) are drawn on the CPU generator so CUDA runs never
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
@@ -70,7 +70,7 @@ class StyleGAN2Loss:
         self.augment = augment
         # The main phases may run compiled copies (torch.compile); the regularisers need double
         # backward, which compiled graphs do not support, so they always use the eager modules.
-        self.G_main: nn.Module = G
+        self.G_main: Generator = G
         self.D_main: nn.Module = D
         self.r1_gamma, self.style_mixing = r1_gamma, style_mixing
         self.pl_weight, self.pl_decay, self.pl_batch_shrink = pl_weight, pl_decay, pl_batch_shrink

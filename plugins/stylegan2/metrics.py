@@ -14,6 +14,8 @@ deviation (computed per level), so a global colour or brightness shift still cou
 FID (Heusel et al. 2017) and KID (Binkowski et al. 2018) compare feature vectors of the two sets from
 a feature network the artist provides as a TorchScript file (``inception`` option; NVIDIA's
 ``inception-2015-12-05`` gives the usual 2048-D pool features). CineML never downloads it.
+
+The end of the module measures a training loop's EMA generator at a snapshot (``compute_metrics``).
 """
 
 from __future__ import annotations
@@ -21,15 +23,20 @@ from __future__ import annotations
 import hashlib
 import math
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cineml import CinemlError
+from cineml import CinemlError, atomic_path
 
-from .presets import MISSING_INCEPTION
+from .presets import FEATURE_METRICS, MISSING_INCEPTION
+
+if TYPE_CHECKING:
+    from .loop import TrainingLoop
 
 PATCH = 7
 _BINOMIAL = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16
@@ -157,7 +164,9 @@ class PixelSpread:
     1024 frames at 512 px never sit in memory at once."""
 
     def __init__(self) -> None:
-        self.n, self.sum, self.sumsq = 0, 0.0, 0.0
+        self.n = 0
+        self.sum: torch.Tensor | float = 0.0  # per-pixel sums once a batch was added
+        self.sumsq: torch.Tensor | float = 0.0
 
     def add(self, images: torch.Tensor) -> None:
         x = images.detach().to(torch.float64)  # summed where the images are (no copy off the GPU)
@@ -366,3 +375,106 @@ class FeatureNet:
         self.keyword = False
         return out
 
+
+# --- During training: the snapshot metrics of a TrainingLoop ---------------------------------------
+
+
+def metric_frames(loop: TrainingLoop) -> np.ndarray:
+    """The ``metric_images`` training frames every metric compares against (fixed by the seed)."""
+    s = loop.settings
+    count = min(s.metric_images, loop.dataset.num_frames)
+    return np.sort(np.random.default_rng(s.seed + 3).choice(loop.dataset.num_frames, count, replace=False))
+
+
+def real_batches(loop: TrainingLoop, chunk: int = 64):
+    """The metric frames in [-1, 1] on the training device, ``chunk`` at a time."""
+    pick = metric_frames(loop)
+    for start in range(0, len(pick), chunk):
+        yield torch.from_numpy(loop.dataset.get(pick[start:start + chunk])).to(loop.device).float() / 127.5 - 1
+
+
+def real_features(loop: TrainingLoop, out: Path, log: Callable[[str], None] = lambda msg: None) -> torch.Tensor:
+    """Feature vectors of the metric frames from the artist's network: computed once per run and cached in
+    ``out`` (keyed by the network file's hash and the frame count), so snapshots only embed fakes."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    cache = loop.metric_cache
+    if "real_features" in cache:
+        return cache["real_features"]
+    s = loop.settings
+    assert s.inception is not None, "resolve() refuses fid/kid without inception"
+    if "feature_net" not in cache:
+        cache["feature_net"] = FeatureNet(s.inception, loop.device)
+    net = cache["feature_net"]
+    count = min(s.metric_images, loop.dataset.num_frames)  # as many as metric_frames picks
+    path = out / f"inception-reals-{net.sha256[:16]}-{count}.safetensors"
+    meta = {"inception_sha256": net.sha256, "frames": str(loop.dataset.num_frames), "count": str(count),
+            "seed": str(s.seed), "resolution": str(s.resolution), "channels": str(s.img_channels)}
+    feats = None
+    if path.is_file():
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                if f.metadata() == meta:
+                    feats = f.get_tensor("features")
+        except Exception:  # noqa: BLE001 (a damaged cache is simply recomputed)
+            feats = None
+    if feats is None:
+        log(f"Computing the feature vectors of {count} training frames with {Path(s.inception).name} "
+            f"(once; cached in {path.name}).")
+        with torch.random.fork_rng(devices=[loop.device] if loop.device.type == "cuda" else []):
+            feats = torch.cat([net(batch) for batch in real_batches(loop)])
+        with atomic_path(path) as tmp:
+            save_file({"features": feats.contiguous()}, str(tmp), metadata=meta)
+    cache["real_features"] = feats
+    return feats
+
+
+DIVERSITY_IMAGES = 128  # when no other metric is on: enough for a per-pixel spread, cheap at every snapshot
+
+
+def compute_metrics(loop: TrainingLoop, out: Path) -> dict[str, float]:
+    """``diversity`` and the chosen metrics between ``metric_images`` training frames and as many G_ema
+    images (``diversity`` alone: ``DIVERSITY_IMAGES`` of each).
+
+    The fakes are generated once, ``batch_gpu`` at a time (what training fits in memory), and shared by
+    every metric. Runs under a forked RNG so that metrics never change the training's random stream.
+    """
+    s, dev, cache = loop.settings, loop.device, loop.metric_cache
+    chunk = max(1, min(s.batch_gpu, 64))
+    count = min(s.metric_images, loop.dataset.num_frames)  # as many as metric_frames picks
+    if not s.metrics:
+        count = min(count, DIVERSITY_IMAGES)
+    per_image = patches_per_image(count)
+    want_swd = "swd" in s.metrics
+    want_feats = any(m in s.metrics for m in FEATURE_METRICS)
+    if "spread_reals" not in cache or (want_swd and "swd_reals" not in cache):
+        spread, reals = PixelSpread(), PatchSet(per_image, s.seed)
+        for batch in real_batches(loop, chunk):
+            spread.add(batch)
+            if want_swd:
+                reals.add(batch)
+        cache["spread_reals"] = spread
+        if want_swd:
+            cache["swd_reals"] = reals.descriptors()
+    real_feats = real_features(loop, out) if want_feats else None
+    fakes, fake_spread = PatchSet(per_image, s.seed), PixelSpread()
+    fake_feats = []
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []), torch.no_grad():
+        torch.manual_seed(s.seed + 4)
+        for start in range(0, count, chunk):
+            z = torch.randn(min(chunk, count - start), s.z_dim, device=dev)
+            images = loop.G_ema(z, noise_mode="random").clamp(-1, 1)
+            fake_spread.add(images)
+            if want_swd:
+                fakes.add(images)
+            if want_feats:
+                fake_feats.append(cache["feature_net"](images))
+    result: dict[str, float] = {"diversity": round(diversity(cache["spread_reals"], fake_spread), 4)}
+    if want_swd:
+        result.update(swd(cache["swd_reals"], fakes.descriptors(), s.resolution, s.img_channels, seed=s.seed))
+    if real_feats is not None and "fid" in s.metrics:
+        result["fid"] = fid(real_feats, torch.cat(fake_feats))
+    if real_feats is not None and "kid" in s.metrics:
+        result["kid"] = kid(real_feats, torch.cat(fake_feats), seed=s.seed)
+    return result

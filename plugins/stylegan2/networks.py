@@ -23,8 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .ops import (SQRT2, conv3x3_down, conv3x3_up, downsample2d, lrelu_, make_fir, normalize_2nd_moment,
-                  upsample2d)
+from .ops import SQRT2, conv3x3_down, conv3x3_up, downsample2d, lrelu_, make_fir, normalize_2nd_moment, upsample2d
 
 NOISE_MODES = ("random", "const", "none")
 
@@ -84,6 +83,8 @@ class MappingNetwork(nn.Module):
     Tracks ``w_avg``, the running mean of w, which truncation pulls towards.
     """
 
+    w_avg: torch.Tensor  # buffer, when num_ws and w_avg_beta are set
+
     def __init__(self, z_dim: int, c_dim: int, w_dim: int, num_ws: int | None, num_layers: int = 8,
                  lr_mul: float = 0.01, w_avg_beta: float | None = 0.995) -> None:
         super().__init__()
@@ -103,6 +104,7 @@ class MappingNetwork(nn.Module):
         """Return ws [N, num_ws, w_dim] (or w [N, w_dim] when ``num_ws`` is None)."""
         parts = []
         if self.z_dim > 0:
+            assert z is not None, "a mapping network with z_dim > 0 needs z"
             parts.append(normalize_2nd_moment(z))
         if self.c_dim > 0:
             parts.append(normalize_2nd_moment(self.embed(c)))
@@ -128,6 +130,9 @@ class SynthesisLayer(nn.Module):
     weights and runs one grouped conv; *non-fused* scales the activations by the styles, runs the
     shared conv, and scales the result by the demodulation coefficients.
     """
+
+    resample_filter: torch.Tensor  # buffers
+    noise_const: torch.Tensor
 
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, up: bool = False,
                  conv_clamp: float | None = None) -> None:
@@ -214,6 +219,8 @@ class ToRGBLayer(nn.Module):
 class SynthesisBlock(nn.Module):
     """One resolution of the synthesis network: (const | up-conv0) -> conv1 -> ToRGB, image skip-summed."""
 
+    resample_filter: torch.Tensor  # buffer
+
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, img_channels: int,
                  conv_clamp: float | None = None) -> None:
         super().__init__()
@@ -294,6 +301,7 @@ class SynthesisNetwork(nn.Module):
             amp = self.amp_dtype if res >= self.amp_resolution else None
             x, img = block(x, img, ws[:, w_idx:w_idx + block.num_conv + 1], noise_mode, fused, amp)
             w_idx += block.num_conv
+        assert img is not None  # there is always a 4x4 block
         return img
 
 
@@ -333,6 +341,8 @@ class Conv2dLayer(nn.Module):
     ``gain`` multiplies the output (the resnet branches use sqrt(0.5)); it and the activation gain are
     folded into the weight and bias.
     """
+
+    resample_filter: torch.Tensor  # buffer
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True,
                  activation: str = "linear", down: bool = False, gain: float = 1.0,
@@ -457,10 +467,10 @@ class Discriminator(nn.Module):
             out_ch = channels_at(res // 2, channel_base, channel_max)
             setattr(self, f"b{res}", DiscriminatorBlock(in_ch, tmp_ch, out_ch, res, img_channels, conv_clamp))
         c4 = channels_at(4, channel_base, channel_max)
+        cmap_dim = (cmap_dim or c4) if c_dim > 0 else 0
         if c_dim > 0:
-            cmap_dim = cmap_dim or c4
             self.mapping = MappingNetwork(0, c_dim, cmap_dim, None, w_avg_beta=None)
-        self.b4 = DiscriminatorEpilogue(c4, cmap_dim if c_dim > 0 else 0, 4, img_channels, mbstd_group_size,
+        self.b4 = DiscriminatorEpilogue(c4, cmap_dim, 4, img_channels, mbstd_group_size,
                                         from_rgb=img_resolution == 4, conv_clamp=conv_clamp)
         self.amp_dtype: torch.dtype | None = None
         self.amp_resolution = mixed_precision_resolution(img_resolution)

@@ -18,7 +18,7 @@ class StyleGAN2Trainer(Trainer):
     options = TRAIN_OPTIONS
 
     def train(self, ctx: StageContext) -> None:
-        from .training import train
+        from .launch import train
 
         train(ctx)
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, TypedDict
 
 from cineml import CinemlError, Option
 
@@ -226,6 +227,13 @@ def auto_values(resolution: int, gpus: int = 1) -> dict[str, Any]:
                 gamma=0.0002 * resolution ** 2 / batch, ema_kimg=batch * 10 / 32)
 
 
+class _Dims(TypedDict, total=False):
+    """The ``Settings`` network sizes a network we continue from fixes."""
+
+    z_dim: int
+    w_dim: int
+
+
 def resolve(options: dict[str, Any], resolution: int, img_channels: int, project_seed: int = 0,
             device: str = "cpu", arch_from: dict[str, Any] | None = None, arch_source: str = "",
             world: int = 1, bf16_supported: bool = False,
@@ -294,7 +302,11 @@ def resolve(options: dict[str, Any], resolution: int, img_channels: int, project
         raise fail("metrics", f"{list(metrics)!r} asks for {' and '.join(wants)} but inception is not set. "
                               f"{MISSING_INCEPTION}")
     ada_kimg = options.get("ada_kimg")
-    dims = {k: int(arch_from[k]) for k in ("z_dim", "w_dim") if arch_from and k in arch_from}
+    dims: _Dims = {}  # sizes the network we continue from fixes (Settings' defaults otherwise)
+    if arch_from and "z_dim" in arch_from:
+        dims["z_dim"] = int(arch_from["z_dim"])
+    if arch_from and "w_dim" in arch_from:
+        dims["w_dim"] = int(arch_from["w_dim"])
     return Settings(
         **dims,
         config=config, resolution=resolution, img_channels=img_channels,
@@ -312,7 +324,8 @@ def resolve(options: dict[str, Any], resolution: int, img_channels: int, project
         mode_seeking=float(pick("mode_seeking")),
         augment=augment, augment_p=float(pick("augment_p")),
         ada_target=float(pick_default(options, "ada_target", 0.6)),
-        ada_kimg=float(ada_kimg if ada_kimg is not None else ada_speed(float(pick("kimg")), bool(options.get("resume")))),
+        ada_kimg=float(ada_kimg if ada_kimg is not None
+                       else ada_speed(float(pick("kimg")), bool(options.get("resume")))),
         precision=precision, compile=bool(options.get("compile", False)), gpus=world, metrics=metrics,
         metric_images=int(pick_default(options, "metric_images", 1024)),
         inception=None if inception is None else str(inception))
@@ -341,6 +354,7 @@ def expected_cpu_note(settings: Settings, sec_per_kimg: float, threads: int) -> 
     left = max(settings.kimg, 0) * sec_per_kimg
     hours = left / 3600
     span = f"{hours:.1f} h" if hours >= 1 else f"{math.ceil(left / 60)} min"
-    return (f"Training on the CPU ({threads} thread{'' if threads == 1 else 's'}): about {sec_per_kimg:.0f} s per kimg at "
+    return (f"Training on the CPU ({threads} thread{'' if threads == 1 else 's'}): about {sec_per_kimg:.0f} s "
+            "per kimg at "
             f"{settings.resolution}x{settings.resolution}, so kimg = {settings.kimg:g} takes about {span}; "
             "a CUDA GPU is typically 50-200x faster.")

@@ -7,12 +7,12 @@ from importlib.metadata import version
 
 import numpy as np
 import pytest
+from cineml_contact_sheet import contact_sheet
 from PIL import Image
 
 import cineml
 from cineml import CinemlError
 from cineml.testing import registry_with, run_project
-from cineml_contact_sheet import contact_sheet
 
 COLORS = [(220, 40, 40), (40, 200, 60), (50, 80, 230), (230, 200, 40), (200, 60, 200), (40, 200, 200)]
 BAND, BACKGROUND = (0x26, 0x26, 0x26), (0x14, 0x14, 0x14)  # the default header and sheet colours

@@ -6,12 +6,12 @@ import subprocess
 import imageio_ffmpeg
 import numpy as np
 import pytest
+from cineml_contact_sheet import Vignette
 from PIL import Image
 
 from cineml import CinemlError
 from cineml.manifest import load_project
 from cineml.testing import make_project, registry_with
-from cineml_contact_sheet import Vignette
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 
