@@ -26,6 +26,8 @@ from PIL import Image
 
 from cineml import CinemlError, Generator, Option, StageContext, atomic_path
 
+from .pictures import pick_device, save_png, to_pil, to_uint8
+
 if TYPE_CHECKING:
     import torch
 
@@ -163,16 +165,6 @@ class Loaded:
     path: Path
     kimg: float | None
     format: str
-
-
-def pick_device(name: str, key: str = "generate.device") -> torch.device:
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise CinemlError(f'{key} = "cuda" but PyTorch sees no CUDA GPU here; use "auto" or "cpu".')
-    return torch.device(name)
 
 
 def load_checkpoint_generator(path: Path) -> tuple[Any, float | None]:
@@ -358,24 +350,6 @@ def walk_ws(G: Any, spec: WalkSpec, psi: float, cutoff: int | None, class_index:
 # --- Images ----------------------------------------------------------------------------------------
 
 
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """NCHW floats in about [-1, 1] -> NHWC uint8, the reference's ``img * 127.5 + 128`` rounding."""
-    import torch
-
-    x = (images * 127.5 + 128).clamp(0, 255).to(torch.uint8)
-    return x.permute(0, 2, 3, 1).cpu().numpy()
-
-
-def to_pil(array: np.ndarray) -> Image.Image:
-    """HWC uint8 -> PIL: mode L for one channel, RGB for three."""
-    if array.shape[2] == 1:
-        return Image.fromarray(np.ascontiguousarray(array[:, :, 0]))  # uint8 HxW: mode L
-    if array.shape[2] == 3:
-        return Image.fromarray(np.ascontiguousarray(array))  # uint8 HxWx3: mode RGB
-    raise CinemlError(f"The network makes {array.shape[2]}-channel images; only 1 (grayscale) and 3 (RGB) can be "
-                      "saved as pictures.")
-
-
 def noise_layers(G: Any) -> list[Any]:
     """G's noise-adding layers in a fixed order (module order: b4.conv1, b8.conv0, b8.conv1, ...)."""
     from .networks import SynthesisLayer
@@ -435,11 +409,6 @@ def synthesize(G: Any, ws: torch.Tensor, noise_mode: str, batch: int, seeds: Seq
             yield array
             if bar is not None:
                 bar.advance(1)
-
-
-def save_png(image: Image.Image, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG")
 
 
 def mixing_grid(G: Any, spec: MixingSpec, psi: float, cutoff: int | None, noise_mode: str, batch: int,
@@ -531,7 +500,7 @@ def generate(ctx: StageContext) -> None:
     if noise_mode not in NOISE_MODES:
         raise CinemlError(f"generate.noise_mode = {noise_mode!r} must be one of {', '.join(NOISE_MODES)}.")
     class_index = o["class_index"]
-    device = pick_device(o["device"])
+    device = pick_device(o["device"], f"{ctx.where or ctx.stage}.device")
     batch = int(o["batch"] or (8 if device.type == "cuda" else 1))
     train_dir = ctx.inputs.get("train")
     net = load_network(o["snapshot"], Path(train_dir) if train_dir else None, ctx.project.root, warn=ctx.warn)

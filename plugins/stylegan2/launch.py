@@ -17,7 +17,8 @@ from cineml import CinemlError, Progress, Project, StageContext
 from . import distributed
 from .distributed import DistInfo, Sync
 from .loop import TrainingLoop
-from .training import pick_device, run_training
+from .pictures import pick_device
+from .training import run_training
 
 
 def train(ctx: StageContext) -> None:
@@ -27,7 +28,7 @@ def train(ctx: StageContext) -> None:
     torchrun every process arrives here with its rank in the environment.
     """
     opts = ctx.options
-    device = pick_device(opts.get("device") or "auto")
+    device = pick_device(opts.get("device") or "auto", f"{ctx.where or ctx.stage}.device")
     gpus = int(opts.get("gpus") or 1)
     launched = distributed.from_env()
     if launched is not None:

@@ -63,6 +63,10 @@ def _metric_names(value: object) -> str | None:
 _PRESET = "(default: from the preset chosen by config)"
 
 
+def _reference(key: str) -> str:
+    return f"(default: from the preset; {_REFERENCE[key]:g} in the paper's configurations)"
+
+
 #: The trainer's options: declarations, defaults and checks (the values behind None come from the preset).
 TRAIN_OPTIONS = (
     Option("config", str, "auto", choices=CONFIGS,
@@ -87,13 +91,13 @@ TRAIN_OPTIONS = (
     Option("map_layers", int, None, min=1, max=16, help=f"Layers in the mapping network {_PRESET}."),
     Option("mbstd_group", int, None, min=1, help=f"Minibatch-stddev group size {_PRESET}."),
     Option("style_mixing", float, None, min=0, max=1,
-           help="Probability of style mixing per batch (default: 0.9 in every preset)."),
+           help=f"Probability of style mixing per batch {_reference('style_mixing')}."),
     Option("pl_weight", float, None, min=0,
-           help="Path-length regularisation weight, 0 turns it off (default: 2 in every preset)."),
+           help=f"Path-length regularisation weight, 0 turns it off {_reference('pl_weight')}."),
     Option("mode_seeking", float, None, min=0,
            help="Weight of the mode-seeking term (Mao et al. 2019): G is rewarded for making images that differ "
                 "as much as their latents do, against collapse onto one image in short runs; 0 turns it off "
-                "(default: 0 in the reference presets)."),
+                f"{_reference('mode_seeking')}."),
     Option("keep", int, 3, continues=True, min=0, help="Checkpoints to keep (older ones are deleted; 0 keeps all)."),
     Option("device", str, "auto", continues=True, choices=("auto", "cpu", "cuda"),
            help="Where to train: 'auto' picks a CUDA GPU when PyTorch sees one, else the CPU."),
@@ -110,7 +114,7 @@ TRAIN_OPTIONS = (
                 "first step), 'none' turns it off."),
     Option("augment_p", float, None, min=0,
            help="Augmentation probability: the starting value for 'ada', the constant one for 'fixed' "
-                "(default: 0 in every preset)."),
+                f"{_reference('augment_p')}."),
     Option("ada_target", float, 0.6, min=0, max=1,
            help="ADA raises p while the share of reals D scores positive (E[sign D(x)]) exceeds this."),
     Option("ada_kimg", float, None, min=0.001,
@@ -139,6 +143,9 @@ TRAIN_OPTIONS = (
 )
 
 
+DEFAULTS = {o.name: o.default for o in TRAIN_OPTIONS}
+
+
 @dataclass
 class Settings:
     """Everything a training run needs, resolved from preset + options + dataset; stored in checkpoints."""
@@ -163,23 +170,23 @@ class Settings:
     keep: int
     device: str
     grid: tuple[int, int]
+    style_mixing: float
+    pl_weight: float
+    mode_seeking: float
+    augment: str  # one of AUGMENTS
+    augment_p: float  # initial (ada) or constant (fixed) augmentation probability
+    ada_target: float
+    ada_kimg: float
+    metric_images: int
     resume: str | None = None
     z_dim: int = 512
     w_dim: int = 512
-    style_mixing: float = 0.9
-    pl_weight: float = 2.0
-    mode_seeking: float = 0.0
-    augment: str = "ada"  # one of AUGMENTS
-    augment_p: float = 0.0  # initial (ada) or constant (fixed) augmentation probability
-    ada_target: float = 0.6
-    ada_kimg: float = 500.0
     ada_interval: int = 4
     precision: str = "fp32"  # resolved: "fp32" or "bf16"
     num_fp16_res: int = 4
     compile: bool = False
     gpus: int = 1  # processes sharing the batch (world size)
     metrics: tuple[str, ...] = ()
-    metric_images: int = 1024
     inception: str | None = None  # TorchScript feature network for FID/KID
     pl_decay: float = 0.01
     pl_batch_shrink: int = 2
@@ -257,7 +264,7 @@ def resolve(options: dict[str, Any], resolution: int, img_channels: int, project
         problem = opt.check(value) if opt.check else None
         if problem:
             raise fail(opt.name, f"{value!r} is not valid: {problem}")
-    config = options.get("config") or "auto"
+    config = given(options, "config")
     spec = dict(_SPECS[config])
     auto = auto_values(resolution, world)
     for key, value in spec.items():
@@ -291,10 +298,10 @@ def resolve(options: dict[str, Any], resolution: int, img_channels: int, project
             arch[key] = arch_from[key]
     grid = options.get("grid") or default_grid(resolution)
     seed = options.get("seed")
-    precision = options.get("precision") or "auto"
+    precision = given(options, "precision")
     if precision == "auto":
         precision = "bf16" if device == "cuda" and bf16_supported else "fp32"
-    augment = options.get("augment") or "ada"
+    augment = given(options, "augment")
     metrics = tuple(options.get("metrics") or ())
     inception = options.get("inception")
     wants = [m for m in metrics if m in FEATURE_METRICS]
@@ -316,18 +323,18 @@ def resolve(options: dict[str, Any], resolution: int, img_channels: int, project
         map_layers=int(arch["map_layers"]), lr=float(pick("lr")), gamma=float(pick("gamma")),
         ema_kimg=float(pick("ema_kimg")),
         ema_rampup=None if options.get("resume") else spec["ema_rampup"],
-        mirror=bool(options.get("mirror", False)), seed=int(project_seed if seed is None else seed),
-        keep=int(pick_default(options, "keep", 3)), device=device,
+        mirror=bool(given(options, "mirror")), seed=int(project_seed if seed is None else seed),
+        keep=int(given(options, "keep")), device=device,
         grid=(int(grid[0]), int(grid[1])),
         resume=None if options.get("resume") is None else str(options["resume"]),
         style_mixing=float(pick("style_mixing")), pl_weight=float(pick("pl_weight")),
         mode_seeking=float(pick("mode_seeking")),
         augment=augment, augment_p=float(pick("augment_p")),
-        ada_target=float(pick_default(options, "ada_target", 0.6)),
+        ada_target=float(given(options, "ada_target")),
         ada_kimg=float(ada_kimg if ada_kimg is not None
                        else ada_speed(float(pick("kimg")), bool(options.get("resume")))),
-        precision=precision, compile=bool(options.get("compile", False)), gpus=world, metrics=metrics,
-        metric_images=int(pick_default(options, "metric_images", 1024)),
+        precision=precision, compile=bool(given(options, "compile")), gpus=world, metrics=metrics,
+        metric_images=int(given(options, "metric_images")),
         inception=None if inception is None else str(inception))
 
 
@@ -344,9 +351,10 @@ def ada_speed(kimg: float, resume: bool = False) -> float:
     return min(100.0 if resume else 500.0, max(kimg / 5, 2.0))
 
 
-def pick_default(options: dict[str, Any], key: str, default: Any) -> Any:
+def given(options: dict[str, Any], key: str) -> Any:
+    """The option's value, or its declared default (TRAIN_OPTIONS is the one place defaults are stated)."""
     value = options.get(key)
-    return default if value is None else value
+    return DEFAULTS[key] if value is None else value
 
 
 def expected_cpu_note(settings: Settings, sec_per_kimg: float, threads: int) -> str:

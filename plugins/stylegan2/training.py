@@ -334,16 +334,6 @@ def _load_transfer_source(path: Path, dataset: FrameDataset, given: Any) -> tupl
     return tensors, state
 
 
-def pick_device(name: str) -> torch.device:
-    """``auto``: CUDA when PyTorch sees a GPU, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise CinemlError("[train] device = \"cuda\" but PyTorch sees no CUDA GPU (a CPU-only PyTorch build, or no "
-                          "driver). Use device = \"auto\" or \"cpu\", or install a CUDA build of PyTorch.")
-    return torch.device(name)
-
-
 def append_line(path: Path, line: str) -> None:
     """Append ``line`` + newline in one write, then fsync, so a kill leaves at most a cut-off last line
     (which ``_trim_stats`` drops when the run continues), never a line merged into the next one.
