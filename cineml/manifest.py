@@ -10,9 +10,10 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import difflib
+import functools
 import math
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -171,6 +172,8 @@ def _lookup(registry: Registry, kind: str, name: Any, file: Path, key: str, also
     table = registry.impls[kind]
     names = sorted({*table, *(registry.impls[also] if also else ())})
     noun = kind[:-1] + (f" or {also[:-1]}" if also else "")
+    if name is None:
+        raise _fail(file, key, f"missing; name the {noun} to use, one of: {', '.join(names) or 'none installed'}.")
     if not isinstance(name, str):
         raise _fail(file, key, f"{name!r} is not valid; expected the name of a {noun} as a string, one of: "
                                f"{', '.join(names) or 'none installed'}.")
@@ -307,58 +310,41 @@ def _tables(data: dict[str, Any], key: str, array: bool, file: Path) -> list[tup
 
 def _bind_step(row: Stage, where: str, values: dict[str, Any], chain_tables: list[tuple[str, dict[str, Any]]],
                registry: Registry, root: Path, file: Path, seen: dict[str, str]) -> Step:
-    """One table of the manifest bound to its implementation, with every option validated."""
-    values = dict(values)
-    name = values.pop("use", row.default_use)
-    table = registry.impls[row.kind]
-    shared = registry.impls[row.also_names] if row.also_names else {}
-    layout = None
-    if name is not None and isinstance(name, str) and name not in table and name in shared:
-        assert row.also_names is not None  # ``shared`` is empty without it
-        if row.runner not in table:
-            raise _fail(file, f"{where}.use", f"{name!r} is a {row.also_names[:-1]}, but no {row.kind[:-1]} named "
-                        f"{row.runner!r} is installed to render it (it is built in; check CINEML_LOAD_PLUGINS).")
-        impl, layout = table[row.runner], shared[name]
-    elif name is None:
-        raise _fail(file, f"{where}.use", f"missing; name the implementation to use, one of: "
-                                          f"{', '.join(sorted({*table, *shared}))}.")
-    else:
-        impl = _lookup(registry, row.kind, name, file, f"{where}.use", also=row.also_names)
-    problems = []
-    common: dict[str, Any] = {}
-    try:
-        common = validate_options(row.options, {k: values.pop(k) for k in [o.name for o in row.options] if k in values},
-                                  where, root, file)
-    except CinemlError as exc:
-        problems.append(str(exc))
-    try:
-        options = validate_options((layout or impl).options, values, where, root, file, registry)
-        if layout is not None:
-            options["layout"] = name
-    except CinemlError as exc:
-        problems.append(str(exc))
-    chain = []
-    for chain_where, chain_values in chain_tables:
+    """One table of the manifest bound to its implementation, every option validated (all problems at once)."""
+    problems: list[str] = []
+
+    def gather(make: Callable[[], Any], fallback: Any = None) -> Any:
         try:
-            chain.append(_bind_plain(registry, row.chain[1], chain_where, chain_values, root, file))  # type: ignore[index]
+            return make()
         except CinemlError as exc:
             problems.append(str(exc))
+            return fallback
+
+    values = dict(values)
+    name = values.pop("use", row.default_use)
+    shared = registry.impls[row.also_names] if row.also_names else {}
+    layout = shared.get(name) if isinstance(name, str) and name not in registry.impls[row.kind] else None
+    impl = _lookup(registry, row.kind, row.runner if layout else name, file, f"{where}.use", row.also_names)
+    mine = {k: values.pop(k) for k in [o.name for o in row.options] if k in values}
+    common = gather(lambda: validate_options(row.options, mine, where, root, file), {})
+    options = gather(lambda: validate_options((layout or impl).options, values, where, root, file, registry), {})
+    chain_kind = row.chain[1] if row.chain else ""
+    chain = [gather(functools.partial(_bind_plain, registry, chain_kind, at, table, root, file))
+             for at, table in chain_tables]
     if problems:
         raise CinemlError("\n".join(problems))
-    stage = StageId.of(row.table, common["output"] if row.steps else None)
+    if layout is not None:
+        options["layout"] = name
     if row.steps and row.output:
         _check_output_file(row, impl, name, common["output"], where, root, file, seen)
-    return Step(stage, where, impl, {**common, **options}, chain=chain, layout=layout)
+    return Step(StageId.of(row.table, common["output"] if row.steps else None), where, impl, {**common, **options},
+                chain=chain, layout=layout)
 
 
 def _bind_plain(registry: Registry, kind: str, where: str, values: dict[str, Any], root: Path,
                 file: Path) -> tuple[Any, dict[str, Any]]:
     values = dict(values)
-    name = values.pop("use", None)
-    if name is None:
-        raise _fail(file, f"{where}.use", f"missing; name the implementation to use, one of: "
-                                          f"{', '.join(sorted(registry.impls[kind]))}.")
-    impl = _lookup(registry, kind, name, file, f"{where}.use")
+    impl = _lookup(registry, kind, values.pop("use", None), file, f"{where}.use")
     return impl, validate_options(impl.options, values, where, root, file, registry)
 
 

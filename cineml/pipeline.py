@@ -216,23 +216,16 @@ class Pipeline:
         fingerprints: dict[str, str] = {}
         changed: set[str] = set()
         fingerprint_file = functools.cache(file_fingerprint)  # the film feeds several stages: read it once
-        selected = _select([s.stage for s in self.project.steps], only, start, stop)
+        stages = [s.stage for s in self.project.steps]
+        selected = _select(stages, only, start, stop)
+        forced_stages = set(stages) if force is True else _select(stages, force, None, None) if force else set()
+        film = self.project.source
+        if film is not None and "source" not in stages:  # the artist's film: its content stands for it
+            fingerprints["source"] = fingerprint_file(film) if film.is_file() else "missing"
         planned = []
         for step in self.project.steps:
             row = stage_of(step.stage)
-            inputs: dict[str, str] = {}
-            for up in upstream(step):
-                if up == "source":
-                    if self.project.source is None:
-                        continue
-                    if "source" in fingerprints:
-                        inputs["source"] = fingerprints["source"]
-                    elif self.project.source.is_file():
-                        inputs["source"] = fingerprint_file(self.project.source)
-                    else:
-                        inputs["source"] = "missing"
-                elif up in fingerprints:
-                    inputs[up] = fingerprints[up]
+            inputs = {up: fingerprints[up] for up in upstream(step) if up in fingerprints}
             if row.takes_images and step.options["input"] not in NAMED_INPUTS:
                 inputs["files"] = self._files_digest(self.compose_images(step))
             inputs.update(self._option_files(step, fingerprint_file))
@@ -249,8 +242,7 @@ class Pipeline:
             fingerprints[step.stage] = fp
             output = output_path(root, self.project.source, step.stage, step.options)
             previous = state.get(step.stage)
-            forced = force is True or (not isinstance(force, bool) and bool(force) and step.stage in _select(
-                [s.stage for s in self.project.steps], force, None, None))
+            forced = step.stage in forced_stages
             ups_changed = [u for u in upstream(step) if u in changed]
             detail = ""
             if step.stage not in selected:
