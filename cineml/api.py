@@ -102,6 +102,11 @@ class Implementation:
         doc = (type(self).__doc__ or "").strip()
         return doc.splitlines()[0] if doc else ""
 
+    def reads(self, options: dict[str, Any]) -> tuple[str, ...] | None:
+        """The upstream stages this step reads with these options, or None for its stage's usual ones
+        (a generator sampling a network file named in its options reads no training stage)."""
+        return None
+
 
 @dataclass
 class Step:

@@ -147,7 +147,8 @@ def upstream(step: Step) -> list[str]:
     """The stages a step reads from: its row's, and for a step that takes images, where its ``input`` comes from
     ("source" stands for the film, whether a stage made it or the artist supplied it)."""
     row = stage_of(step.stage)
-    found = list(row.upstream)
+    own = step.impl.reads(step.options)
+    found = list(row.upstream if own is None else own)
     if row.takes_images:
         name = step.options["input"]
         if name in NAMED_INPUTS:

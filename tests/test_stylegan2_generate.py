@@ -477,3 +477,28 @@ def test_cli_generate_runs_only_the_generate_stage(tmp_path, monkeypatch):
     assert not (root / "frames").exists()
     code, text = invoke("generate", manifest, "-S", "generate.seeds=9-x")
     assert code == 1 and "generate.seeds" in text
+
+
+def test_sampling_a_network_file_needs_no_train_stage(tmp_path, monkeypatch):
+    """[generate] with a snapshot path samples that network: no [train] table, no film."""
+    root = tmp_path / "proj"
+    manifest = make_project(root, """
+        [generate]
+        use = "stylegan2"
+        snapshot = "nets/imported.safetensors"
+        seeds = "0-1"
+        """)
+    (root / "nets").mkdir()
+    save_snapshot(root / "nets", make_g(3), 4000).rename(root / "nets/imported.safetensors")
+    monkeypatch.setattr(cineml.cli, "_registry", _registry_with_generator())
+    code, text = invoke("run", manifest)
+    assert code == 0, text
+    assert sorted(p.name for p in (root / "generated").glob("*.png")) == ["seed0000.png", "seed0001.png"]
+    ran = lambda: [(s["stage"], s["ran"], s["reason"]) for s in json.loads((root / "run.json").read_text())["stages"]]
+    assert invoke("run", manifest)[0] == 0 and ran() == [("generate", False, "up to date")]
+    save_snapshot(root / "nets", make_g(4), 4000).rename(root / "nets/imported.safetensors")  # a new network there
+    assert invoke("run", manifest)[0] == 0
+    assert ran() == [("generate", True, "changed: the file snapshot names changed")]
+    (root / "project.toml").write_text(manifest.read_text().replace('snapshot = "nets/imported.safetensors"\n', ""))
+    code, text = invoke("run", manifest)
+    assert code == 1 and "needs the [train] stage" in text

@@ -487,6 +487,11 @@ class StyleGAN2Generator(Generator):
     def generate(self, ctx: StageContext) -> None:
         generate(ctx)
 
+    def reads(self, options: dict[str, Any]) -> tuple[str, ...] | None:
+        """A network file or folder named in ``snapshot`` needs no training stage (its content is fingerprinted)."""
+        snapshot = options.get("snapshot", "latest")
+        return () if isinstance(snapshot, str) and snapshot != "latest" else None
+
 
 def generate(ctx: StageContext) -> None:
     """Write stills, the optional walk and mixing grid, and generated.json into ``ctx.output``."""
