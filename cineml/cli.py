@@ -149,15 +149,31 @@ def run(ctx: click.Context, manifest: str, overrides: tuple[str, ...], force: tu
 @click.argument("name")
 @click.option("--dir", "folder", default="projects", show_default=True, type=click.Path(file_okay=False),
               help="Folder to create the project in.")
-def new(name: str, folder: str) -> None:
+@click.option("--film", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Your film: put in the project's footage/ folder, with settings that suit it and this machine.")
+def new(name: str, folder: str, film: Path | None) -> None:
     """Create projects/NAME/project.toml with every stage, commented, ready to run."""
-    from .scaffold import write_project
+    from .scaffold import DEFAULTS, write_project
 
-    path = write_project(Path(folder) / name, name)
+    suggested: dict[str, Any] = {}
+    reasons: dict[str, list[str]] = {}
+    if film is not None:
+        for plugin, call in each_plugin(registry().pm, "suggest_settings"):
+            suggestions = {k: v for result in call(film=film) for k, v in result.items()}  # pluggy drops Nones
+            for key, (value, why) in suggestions.items():
+                if key in DEFAULTS:
+                    suggested[key] = value
+                    reasons.setdefault(why, []).append(f"{key} = {value!r}")
+                else:
+                    registry().warn(f"plugin {plugin!r} suggests {key}, which the scaffold does not write; ignored.")
+    for why, keys in reasons.items():
+        click.echo(f"{', '.join(keys)}: {why}")
+    path = write_project(Path(folder) / name, name, film, suggested)
     click.echo(f"Created {path}. Run it with: cineml run {shlex.quote(str(path))}")
-    click.echo(f"Until you give it your film it renders a 12 s demo film of its own: copy your film to "
-               f"{path.parent / 'footage'}/, set source in [project] to it and delete the [source] table "
-               "(docs/tutorial.md, \"Your own film\").")
+    if film is None:
+        click.echo(f"Until you give it your film it renders a 12 s demo film of its own: copy your film to "
+                   f"{path.parent / 'footage'}/, set source in [project] to it and delete the [source] table "
+                   "(docs/tutorial.md, \"Your own film\"), or start again with --film.")
 
 
 def _option_rows(options: tuple[Option, ...] | list[Option]) -> list[dict[str, Any]]:

@@ -5,6 +5,8 @@ Two kinds of hooks:
 * **Registry hooks** (``register_*``): called once when the plugin manager starts. A plugin calls
   ``register(obj)`` for each implementation it provides; the manifest then picks implementations by
   name (``use = "letterbox"``). Names must be unique across all plugins.
+* **Command hooks**: ``register_commands`` adds CLI commands; ``suggest_settings`` fills in
+  ``cineml new --film``.
 * **Lifecycle hooks**: called while ``cineml run`` works, for observers (logging, notifications,
   posting every fakes grid somewhere). Their return values are ignored, and one that raises is
   reported without stopping the run or the other plugins.
@@ -105,6 +107,16 @@ def register_commands(cli: click.Group) -> None:
 
     Called once when the CLI starts, with the top-level :class:`click.Group`; attach commands with
     ``@cli.command()``. Keep heavy imports (torch, moviepy) inside the command bodies.
+    """
+
+
+@hookspec
+def suggest_settings(film: Path) -> dict[str, tuple[Any, str]] | None:
+    """Suggest settings for a new project on ``film`` (``cineml new NAME --film FILM``).
+
+    Return ``{dotted manifest key: (value, reason)}``, e.g. ``{"preprocess.0.grayscale": (True, "the
+    film is black and white")}``; the scaffold writes the values it knows (``cineml.scaffold.DEFAULTS``
+    lists them) and prints the reasons. Return None to suggest nothing.
     """
 
 

@@ -1,11 +1,37 @@
-"""``cineml new``: a commented project.toml that runs as it is (on a film CineML renders itself)."""
+"""``cineml new``: a commented project.toml that runs as it is, on the artist's film (``--film``, with
+settings the plugins suggest for it) or on a film CineML renders itself."""
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import shlex
+import shutil
 from pathlib import Path
+from typing import Any
 
 from .api import CinemlError, atomic_path
+
+#: The settings the scaffold writes, as dotted manifest keys; plugins' ``suggest_settings`` may change them.
+DEFAULTS: dict[str, Any] = {"extract.fps": 12, "preprocess.0.size": 32, "preprocess.0.grayscale": True,
+                            "train.config": "tiny", "train.kimg": 0.5, "train.snapshot_kimg": 0.05}
+
+DEMO_SOURCE = """\
+# Your film, relative to this folder. Put it in footage/ and delete the [source] table below.
+source = "footage/{name}.mp4"
+seed = 0
+
+# Until you have footage, CineML renders a short black-and-white film to the path above.
+[source]
+use = "synthetic"
+seconds = 12
+"""
+
+FILM_SOURCE = """\
+source = {source}   # your film, relative to this folder
+seed = 0
+"""
 
 TEMPLATE = '''\
 # CineML project "{name}".  Run it with:  cineml run {path}
@@ -17,29 +43,21 @@ TEMPLATE = '''\
 
 [project]
 name = "{name}"
-# Your film, relative to this folder. Put it in footage/ and delete the [source] table below.
-source = "footage/{name}.mp4"
-seed = 0
-
-# Until you have footage, CineML renders a short black-and-white film to the path above.
-[source]
-use = "synthetic"
-seconds = 12
-
+{source_part}
 [extract]
 use = "fps"
-fps = 12             # frames kept per second of film (784 s at 12 fps -> 9408 frames)
+fps = <<extract.fps>>             # frames kept per second of film (784 s at 12 fps -> 9408 frames)
 
 [[preprocess]]
 use = "letterbox"    # pad every frame to a power-of-two square with black bars; never crops
-size = 32            # 256, 512 or 1024 for real work (on a GPU)
-grayscale = true     # black-and-white film: train on one channel
+size = <<preprocess.0.size>>            # 256, 512 or 1024 for real work (on a GPU)
+grayscale = <<preprocess.0.grayscale>>     # true for a black-and-white film: train on one channel
 
 [train]
 use = "stylegan2"
-config = "tiny"      # "auto", "paper256" or "stylegan2" (config-f) on a GPU
-kimg = 0.5           # thousands of images shown to the discriminator
-snapshot_kimg = 0.05 # a fakes grid and a checkpoint this often
+config = <<train.config>>      # "auto", "paper256" or "stylegan2" (config-f) on a GPU
+kimg = <<train.kimg>>           # thousands of images shown to the discriminator
+snapshot_kimg = <<train.snapshot_kimg>> # a fakes grid and a checkpoint this often
 
 [generate]
 use = "stylegan2"    # sample the trained network (the last snapshot)
@@ -67,8 +85,10 @@ output = "windows.png"
 '''
 
 
-def write_project(folder: Path, name: str) -> Path:
-    """Write ``folder/project.toml``; refuse to overwrite an existing one."""
+def write_project(folder: Path, name: str, film: Path | None = None, settings: dict[str, Any] | None = None) -> Path:
+    """Write ``folder/project.toml`` (refusing to overwrite one); with ``film``, put the film in
+    ``footage/`` (a hard link where the disk allows, else a copy) and point ``source`` at it.
+    ``settings`` (dotted keys, see DEFAULTS) replace the scaffold's values."""
     bad = sorted({c for c in name if c in '/\\"' or ord(c) < 32})
     if not name.strip() or bad:
         raise CinemlError(f"Project name {name!r}: use a plain name such as \"the-perfect-human\" or \"Det perfekte "
@@ -77,6 +97,28 @@ def write_project(folder: Path, name: str) -> Path:
     path = folder / "project.toml"
     if path.exists():
         raise CinemlError(f"{path} already exists; choose another name or edit that project.")
+    if film is not None and not film.is_file():
+        raise CinemlError(f"--film {film}: no such file. Give the path to your film (a video file).")
+    source_part = DEMO_SOURCE.format(name=name)
+    if film is not None:
+        footage = folder / "footage" / film.name
+        footage.parent.mkdir(parents=True, exist_ok=True)
+        if not footage.exists():
+            with atomic_path(footage) as tmp:
+                try:
+                    os.link(film, tmp)
+                except OSError:  # another disk, or no hard links there
+                    shutil.copy2(film, tmp)
+        source_part = FILM_SOURCE.format(source=json.dumps(f"footage/{film.name}", ensure_ascii=False))
+    values = {**DEFAULTS, **(settings or {})}
+    text = TEMPLATE.format(name=name, path=shlex.quote(str(path)), source_part=source_part)
+    text = re.sub(r"<<([\w.]+)>>", lambda m: _toml(values[m.group(1)]), text)
     with atomic_path(path) as tmp:
-        tmp.write_text(TEMPLATE.format(name=name, path=shlex.quote(str(path))))
+        tmp.write_text(text)
     return path
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, str) else f"{value:g}"

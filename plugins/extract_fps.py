@@ -36,10 +36,12 @@ from PIL import Image
 from cineml import CinemlError, Extractor, Option, Preprocessor, StageContext, atomic_path, hookimpl
 
 from .ffmpeg import (
+    GREY_CHROMA,
     DecodeStats,
     Ffmpeg,
     VideoInfo,
     audio_end,
+    chroma_level,
     decode_stats,
     display_size,
     fps_frame_count,
@@ -459,6 +461,17 @@ def aspect_name(info: VideoInfo) -> str:
 @hookimpl
 def register_extractors(register: Any) -> None:
     register(FpsExtractor())
+
+
+@hookimpl
+def suggest_settings(film: Path) -> dict[str, tuple[Any, str]]:
+    """``cineml new --film``: train on one channel when the film is black and white."""
+    info = probe(film)
+    level = chroma_level(film, info)
+    grey = level <= GREY_CHROMA
+    why = (f"the film is black and white (colour level {level:.1f})" if grey else
+           f"the film is in colour (colour level {level:.1f}; black and white is below {GREY_CHROMA:g})")
+    return {"preprocess.0.grayscale": (grey, why)}
 
 
 @hookimpl

@@ -127,3 +127,35 @@ def test_a_plugin_command_with_its_own_q_option_keeps_it(cineml_cli):
     finally:
         cli.commands.pop("jpeg")
     assert code == 0 and "quality 75" in out, out
+
+
+def test_new_with_a_film_puts_it_in_the_project_with_settings_that_fit(tmp_path, cineml_cli):
+    """The newcomer's path: `cineml new NAME --film FILM` on a colour and on a black-and-white film (stored in a
+    colour format, as digitised prints are), then the scaffold runs as written (shortened) and never touches
+    the film."""
+    import tomllib
+
+    from films import ffmpeg, make_film
+
+    (tmp_path / "in").mkdir()
+    colour = make_film(tmp_path / "in" / "Colour Film.mp4", seconds=2, fps=12)
+    grey = tmp_path / "in" / "leth 1967.mov"
+    ffmpeg("-i", str(colour), "-vf", "hue=s=0", "-pix_fmt", "yuv420p", str(grey))
+    for film, black_and_white in ((colour, False), (grey, True)):
+        code, out = cineml_cli("new", film.stem, "--dir", tmp_path / "projects", "--film", film)
+        assert code == 0, out
+        root = tmp_path / "projects" / film.stem
+        data = tomllib.loads((root / "project.toml").read_text())
+        assert data["project"]["source"] == f"footage/{film.name}" and "source" not in data  # no demo film
+        assert (root / "footage" / film.name).read_bytes() == film.read_bytes()
+        assert data["preprocess"][0]["grayscale"] is black_and_white
+        assert ("the film is black and white" if black_and_white else "the film is in colour") in out
+        assert (data["preprocess"][0]["size"], data["train"]["config"], data["train"]["kimg"]) == (32, "tiny", 10)
+        assert "no CUDA GPU here" in out  # these machines; a GPU gets the auto preset at up to 512 px
+    code, out = cineml_cli("run", root / "project.toml", "-S", "train.kimg=0.02", "-S", "train.snapshot_kimg=0.01",
+                           "-S", "generate.seeds=0-3")
+    assert code == 0, out
+    assert (root / "footage" / grey.name).read_bytes() == grey.read_bytes()
+    assert {p.name for p in (root / "art").iterdir()} >= {"fakes.mp4", "frames-grid.png", "windows.png"}
+    code, out = cineml_cli("new", "again", "--dir", tmp_path / "projects", "--film", tmp_path / "in" / "gone.mp4")
+    assert code == 2 and "does not exist" in out

@@ -36,6 +36,14 @@ def register_generators(register):  # noqa: ANN001
 
 
 @hookimpl
+def suggest_settings(film):  # noqa: ANN001
+    """``cineml new --film``: a first run this machine finishes in an evening (GPU) or minutes (CPU)."""
+    from .presets import suggest_for_film
+
+    return suggest_for_film(film)
+
+
+@hookimpl
 def register_commands(cli):  # noqa: ANN001
     from .commands import add_commands  # cineml generate / import / export
 

@@ -366,3 +366,28 @@ def expected_cpu_note(settings: Settings, sec_per_kimg: float, threads: int) -> 
             "per kimg at "
             f"{settings.resolution}x{settings.resolution}, so kimg = {settings.kimg:g} takes about {span}; "
             "a CUDA GPU is typically 50-200x faster.")
+
+
+def suggest_for_film(film: Any) -> dict[str, tuple[Any, str]]:
+    """Size, preset and length of a first training run on ``film`` for this machine (``cineml new --film``).
+
+    On a CUDA GPU: the largest power of two that does not enlarge the film, between 64 and 512 px, with
+    the ``auto`` preset for 2000 kimg (an evening or a night on one recent GPU at 512 px). On a CPU: the
+    README demo's sketch, 32 px with ``tiny`` for 10 kimg (a few minutes), to see the pipeline work first.
+    """
+    import torch
+
+    from cineml_plugins.ffmpeg import probe
+
+    if not torch.cuda.is_available():
+        why = "no CUDA GPU here: a 32 px sketch in a few minutes on the CPU (use a GPU and size 512 for the film)"
+        return {"preprocess.0.size": (32, why), "train.config": ("tiny", why), "train.kimg": (10, why),
+                "train.snapshot_kimg": (0.5, why)}
+    info = probe(film)
+    side = max(info.display_width, info.display_height)
+    size = max(64, min(512, 2 ** int(math.log2(side))))
+    gpu = torch.cuda.get_device_name(0)
+    why = f"{gpu}: {size} px (the film is {info.display_width}x{info.display_height}), StyleGAN2-ADA's auto preset"
+    return {"preprocess.0.size": (size, why), "train.config": ("auto", why),
+            "train.kimg": (2000, f"{gpu}: a first run of an evening or a night; raise it to continue"),
+            "train.snapshot_kimg": (50, why)}
