@@ -133,9 +133,9 @@ def test_new_with_a_film_puts_it_in_the_project_with_settings_that_fit(tmp_path,
     """The newcomer's path: `cineml new NAME --film FILM` on a colour and on a black-and-white film (stored in a
     colour format, as digitised prints are), then the scaffold runs as written (shortened) and never touches
     the film."""
-    import tomllib
-
     from films import ffmpeg, make_film
+
+    from cineml.manifest import read_toml
 
     (tmp_path / "in").mkdir()
     colour = make_film(tmp_path / "in" / "Colour Film.mp4", seconds=2, fps=12)
@@ -145,7 +145,7 @@ def test_new_with_a_film_puts_it_in_the_project_with_settings_that_fit(tmp_path,
         code, out = cineml_cli("new", film.stem, "--dir", tmp_path / "projects", "--film", film)
         assert code == 0, out
         root = tmp_path / "projects" / film.stem
-        data = tomllib.loads((root / "project.toml").read_text())
+        data = read_toml(root / "project.toml")
         assert data["project"]["source"] == f"footage/{film.name}" and "source" not in data  # no demo film
         assert (root / "footage" / film.name).read_bytes() == film.read_bytes()
         assert data["preprocess"][0]["grayscale"] is black_and_white
