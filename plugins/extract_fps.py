@@ -337,9 +337,14 @@ class Job:
         else:  # the source frame each slot shows; nominal slot times if the log does not add up
             shown = slot_sources(stats.pts, self.steady_rate, stats.last_duration)
             if len(shown) != written:
-                self.ctx.warn(f"{self.film.name}: could not tell which source frame each extracted frame shows "
-                              f"({len(shown)} slots simulated, {written} written); index.json records the "
-                              "nominal times start + k / fps instead.")
+                pictures = len(stats.pts)
+                repeats = (f" The film holds only {pictures} distinct pictures for these {written} frames: each is "
+                           "shown for longer than 1/fps (a slide show, or a codec such as cinepak that stores "
+                           "a frame only when the picture changes), so many frames repeat the one before."
+                           if pictures < written else "")
+                self.ctx.warn(f"{self.film.name}: {written} frames extracted, but the film's timing did not show "
+                              f"which of its pictures each one is.{repeats} index.json gives every frame its "
+                              "nominal time, start + k / fps.")
                 shown = [k / self.steady_rate for k in range(written)]
             times = (self.start + shown[k] for k in slots)
         header = {

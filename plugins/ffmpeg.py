@@ -213,9 +213,11 @@ def parse_probe(stderr: str, path: Path) -> VideoInfo:
             rotation = round(float(m["deg"])) % 360
     if fmt is None:
         reason = _error_reason(stderr)
+        looks = _looks_like(path)
         hint = (" The mp4 has no moov atom: it is truncated (an interrupted copy or download, or a "
                 "recording that was not stopped cleanly). Copy it again or re-export it."
-                if "moov atom not found" in stderr else
+                if "moov atom not found" in stderr and looks == "mp4" else
+                f" It is {looks}, whatever its name says." if looks != "mp4" and looks else
                 " Check that it really is a video (mp4, mov, mkv, avi, ...) and that it plays.")
         raise CinemlError(f"{path} is not a video ffmpeg can read ({reason}).{hint}")
     if video is None:
@@ -249,6 +251,22 @@ def parse_probe(stderr: str, path: Path) -> VideoInfo:
                      pix_fmt=pix_fmt, width=width, height=height, sar=sar, display_width=dw,
                      display_height=dh, fps=fps, bitrate_kbps=bitrate, audio=audio, rotation=rotation,
                      interlaced=interlaced)
+
+
+def _looks_like(path: Path) -> str:
+    """What a file's first bytes say it is: "mp4" (an ISO media box), "a text file", or "" (unknown)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError:
+        return ""
+    if head[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip"):
+        return "mp4"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return ""
+    return "a text file" if text and all(c.isprintable() or c.isspace() for c in text) else ""
 
 
 def _error_reason(stderr: str) -> str:
