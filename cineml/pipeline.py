@@ -29,7 +29,7 @@ from typing import Any
 
 from . import __version__
 from .api import CinemlError, Project, StageContext, Step, atomic_path, evenly_spaced
-from .files import exclusive, file_fingerprint, link_copy, move_into_place
+from .files import exclusive, file_fingerprint, link_copy, move_into_place, output_digest
 from .manifest import _suggest
 from .plugins import Registry, notify
 from .progress import Progress
@@ -47,6 +47,7 @@ class Why(enum.Enum):
     NEVER_RAN = "never ran"
     OUTPUT_MISSING = "output missing"
     UPSTREAM_CHANGED = "upstream changed"
+    UPSTREAM_RERUNS = "upstream re-runs"  # its inputs' settings are the same: it runs only if their output differs
     SETTINGS_CHANGED = "settings changed"  # its implementation, plugin version, options, inputs or seed
     UP_TO_DATE = "up to date"
 
@@ -74,7 +75,8 @@ class PlannedStage:
     def reason(self) -> str:
         """The plan's words for it ("upstream extract changed", "changed: kimg: 10 -> 20")."""
         text = {Why.OUTPUT_MISSING: f"output missing ({self.detail})", Why.UPSTREAM_CHANGED:
-                f"upstream {self.detail} changed", Why.SETTINGS_CHANGED: f"changed: {self.detail}" if self.detail
+                f"upstream {self.detail} changed", Why.UPSTREAM_RERUNS: f"upstream {self.detail} re-runs; runs only "
+                "if its output changes", Why.SETTINGS_CHANGED: f"changed: {self.detail}" if self.detail
                 else self.why.value}.get(self.why, self.why.value)
         if self.continues:
             return text + " (continuing from the previous output)"
@@ -256,7 +258,8 @@ class Pipeline:
             elif not output.exists():
                 why, detail = Why.OUTPUT_MISSING, str(output.relative_to(root) if root in output.parents else output)
             elif ups_changed:
-                why, detail = Why.UPSTREAM_CHANGED, ", ".join(ups_changed)
+                why = Why.UPSTREAM_RERUNS if previous.get("fingerprint") == fp else Why.UPSTREAM_CHANGED
+                detail = ", ".join(ups_changed)
             elif previous.get("fingerprint") != fp:
                 why, detail = Why.SETTINGS_CHANGED, _explain(previous.get("material", {}), material)
             else:
@@ -298,8 +301,13 @@ class Pipeline:
         }
         self._notify("run_started", project=project, plan=[{"stage": p.step.stage, "run": p.run, "reason": p.reason}
                                                  for p in planned])
+        before = self.load_state()
+        altered: set[str] = set()  # stages that ran this time and made a different output than before
         try:
             for p in planned:
+                if p.why is Why.UPSTREAM_RERUNS and not altered & set(upstream(p.step)) and worker_rank() == 0 \
+                        and int(os.environ.get("WORLD_SIZE", "1")) == 1:  # (torchrun ranks decide from the plan)
+                    p = dataclasses.replace(p, why=Why.UP_TO_DATE, detail="")
                 entry = {"stage": p.step.stage, "use": p.step.impl.name, "plugin": p.step.impl.plugin,
                          "version": p.step.impl.plugin_version, "fingerprint": p.fingerprint,
                          "ran": p.run, "reason": p.reason,
@@ -312,6 +320,9 @@ class Pipeline:
                 record["stages"].append(entry)
                 if p.run:
                     entry["seconds"] = round(self._run_stage(p), 3)
+                    made = self.load_state()[p.step.stage].get("output_digest")
+                    if made is None or made != before.get(p.step.stage, {}).get("output_digest"):
+                        altered.add(p.step.stage)
             record["status"] = "finished"
         except BaseException as exc:
             record["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
@@ -386,6 +397,7 @@ class Pipeline:
                              "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
         if stage_of(step.stage).film:  # what it wrote, so that a later run can tell the artist's own film from it
             state[step.stage]["output"] = file_fingerprint(p.output)
+        state[step.stage]["output_digest"] = output_digest(p.output)  # did a re-run change anything downstream reads?
         self._save_state(state)
         step_name = staging.name.rsplit("-", 1)[0]
         for stale in (self.state_dir / "staging").glob(f"{glob_escape(step_name)}-*"):

@@ -102,7 +102,7 @@ def test_force_only_from_to(toy_project):
     run(toy_project)
     assert plan_of(toy_project, force=("train",))["train"] == (True, "forced")
     forced = plan_of(toy_project, force=("train",))
-    assert forced["compose:fakes.txt"] == (True, "upstream train changed")
+    assert forced["compose:fakes.txt"] == (True, "upstream train re-runs; runs only if its output changes")
     assert {s for s, (r, _) in plan_of(toy_project, force=True, only=("extract",)).items() if r} == {"extract"}
     assert {s for s, (r, _) in plan_of(toy_project, force=True, start="train").items() if r} == \
         {"train", "compose:fakes.txt"}
@@ -450,3 +450,41 @@ def test_an_option_naming_a_stage_folder_is_up_to_date_on_the_next_run(toy_proje
     taken while planning would be stale once extraction ran, and re-run the step every second time)."""
     run(toy_project, 'train.resume="frames"')
     assert plan_of(toy_project, 'train.resume="frames"')["train"] == (False, "up to date")
+
+
+def test_a_forced_stage_that_makes_the_same_output_re_runs_nothing_downstream(toy_project):
+    """--force extract re-extracts; training (hours, on a real film) re-runs only if the frames changed."""
+    run(toy_project)
+    plan = plan_of(toy_project, force=("extract",))
+    assert plan["train"] == (True, "upstream extract re-runs; runs only if its output changes")
+    run(toy_project, force=("extract",))
+    record = json.loads((toy_project.parent / "run.json").read_text())
+    assert [(s["stage"], s["ran"], s["reason"]) for s in record["stages"]] == [
+        ("source", False, "up to date"), ("extract", True, "forced"), ("train", False, "up to date"),
+        ("compose:fakes.txt", False, "up to date")]
+
+
+def test_a_forced_stage_that_makes_a_different_output_re_runs_downstream(toy_project, tmp_path):
+    """The same, with an extractor whose output differs each time (the frames carry the run's count)."""
+    from cineml import Extractor, hookimpl
+
+    class Counting(Extractor):
+        name = "counting"
+        runs = 0
+
+        def extract(self, ctx, chain):
+            Counting.runs += 1
+            ctx.output.mkdir(parents=True, exist_ok=True)
+            (ctx.output / "000001.txt").write_text(f"take {Counting.runs}")
+
+    class Plugin:
+        @hookimpl
+        def register_extractors(self, register):
+            register(Counting())
+
+    from cineml.testing import run_project
+
+    run_project(toy_project, ["extract.use=counting"], plugins=[Plugin()])
+    record = run_project(toy_project, ["extract.use=counting"], plugins=[Plugin()], force=("extract",))
+    assert {s["stage"]: s["ran"] for s in record["stages"]} == {  # the toy trainer's fakes depend only on the
+        "source": False, "extract": True, "train": True, "compose:fakes.txt": False}  # frame count: the same
