@@ -416,3 +416,12 @@ def test_appending_to_a_hard_linked_stats_file_leaves_the_published_one_alone(tm
     append_line(staged, '{"kimg": 2}')
     assert published.read_text() == '{"kimg": 1}\n'
     assert staged.read_text() == '{"kimg": 1}\n{"kimg": 2}\n' and staged.stat().st_nlink == 1
+
+
+def test_cpu_estimate_counts_what_is_left_when_resuming():
+    from cineml_plugins.stylegan2.presets import expected_cpu_note
+
+    settings = resolve({"config": "tiny", "kimg": 10}, 32, 1)
+    assert "kimg = 10 takes about 4 min" in expected_cpu_note(settings, 24.0, 2)
+    resumed = expected_cpu_note(settings, 24.0, 2, done_kimg=7.5)
+    assert "the 2.5 kimg left of kimg = 10 take about 1 min" in resumed

@@ -357,14 +357,15 @@ def given(options: dict[str, Any], key: str) -> Any:
     return DEFAULTS[key] if value is None else value
 
 
-def expected_cpu_note(settings: Settings, sec_per_kimg: float, threads: int) -> str:
-    """One line telling the artist what CPU training costs at this size."""
-    left = max(settings.kimg, 0) * sec_per_kimg
-    hours = left / 3600
-    span = f"{hours:.1f} h" if hours >= 1 else f"{math.ceil(left / 60)} min"
+def expected_cpu_note(settings: Settings, sec_per_kimg: float, threads: int, done_kimg: float = 0.0) -> str:
+    """One line telling the artist what CPU training costs at this size, and how long what is left takes."""
+    left_kimg = max(settings.kimg - done_kimg, 0)
+    left = left_kimg * sec_per_kimg
+    span = f"{left / 3600:.1f} h" if left >= 3600 else f"{math.ceil(left / 60)} min"
+    todo = (f"the {left_kimg:g} kimg left of kimg = {settings.kimg:g} take" if done_kimg > 0
+            else f"kimg = {settings.kimg:g} takes")
     return (f"Training on the CPU ({threads} thread{'' if threads == 1 else 's'}): about {sec_per_kimg:.0f} s "
-            "per kimg at "
-            f"{settings.resolution}x{settings.resolution}, so kimg = {settings.kimg:g} takes about {span}; "
+            f"per kimg at {settings.resolution}x{settings.resolution}, so {todo} about {span}; "
             "a CUDA GPU is typically 50-200x faster.")
 
 

@@ -171,7 +171,7 @@ def _run(ctx: StageContext, loop: TrainingLoop, out: Path, fresh: bool) -> None:
             elif cpu_note_due and t_first is not None and loop.nimg - n_first >= 4 * s.batch:
                 cpu_note_due = False
                 spk = (time.perf_counter() - t_first) / (loop.nimg - n_first) * 1000
-                log(expected_cpu_note(s, spk, torch.get_num_threads()))
+                log(expected_cpu_note(s, spk, torch.get_num_threads(), done_kimg=loop.nimg / 1000))
             now = time.perf_counter()
             if main and now - t_info > 1.0:
                 t_info = now
