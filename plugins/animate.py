@@ -54,7 +54,34 @@ def import_moviepy() -> Any:
         raise CinemlError(f"MoviePy could not start ffmpeg: {exc}. FFMPEG_BINARY is set to "
                           f"{os.environ.get('FFMPEG_BINARY')!r} in your environment; unset it (CineML then uses "
                           "the ffmpeg bundled with imageio-ffmpeg) or point it at a working ffmpeg.") from None
+    _children_die_with_us()
     return moviepy
+
+
+def _children_die_with_us() -> None:
+    """MoviePy starts its ffmpeg processes itself: give them CineML's own rule, dying with their parent, so a
+    ``kill -9`` of ``cineml run`` during an encode leaves no ffmpeg finishing a file nobody will use. MoviePy's
+    writers and readers pass their ``subprocess.Popen`` arguments through ``cross_platform_popen_params``;
+    each module's reference to it is wrapped once (Linux only)."""
+    import importlib
+    import sys
+
+    from .ffmpeg import die_with_parent
+
+    if not sys.platform.startswith("linux"):
+        return
+    for name in ("moviepy.video.io.ffmpeg_writer", "moviepy.video.io.ffmpeg_reader", "moviepy.audio.io.readers",
+                 "moviepy.audio.io.ffmpeg_audiowriter"):
+        module = importlib.import_module(name)
+        original = getattr(module, "cross_platform_popen_params", None)
+        if original is None or getattr(original, "dies_with_parent", False):
+            continue
+
+        def params(popen_params: dict[str, Any], original: Callable[..., dict[str, Any]] = original) -> dict[str, Any]:
+            return {"preexec_fn": die_with_parent, **original(popen_params)}
+
+        params.dies_with_parent = True  # type: ignore[attr-defined]
+        module.cross_platform_popen_params = params  # type: ignore[attr-defined]
 
 
 LABELS = ("none", "index", "kimg", "seed", "time")

@@ -282,7 +282,7 @@ def _error_reason(stderr: str) -> str:
 # --- running ffmpeg -------------------------------------------------------------------------------
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+def die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     """Linux: kill ffmpeg if CineML dies (kill -9), so no orphan keeps writing frames."""
     try:
         import ctypes
@@ -305,7 +305,7 @@ class Ffmpeg:
         self._log: IO[bytes] = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
             self.args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._log,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+            preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
         self.stdout: IO[bytes] = self.proc.stdout  # type: ignore[assignment]
 
     def __enter__(self) -> Ffmpeg:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import subprocess
+import sys
 import tempfile
 import wave
 from collections.abc import Callable, Iterator
@@ -22,6 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from cineml import CinemlError, Option, Source, StageContext, atomic_path, hookimpl
+
+from .ffmpeg import die_with_parent
 
 # --- The figure -----------------------------------------------------------------------------------
 # World units are metres; x to the right, y up, the floor at y = 0. Limb angles are absolute:
@@ -570,7 +573,8 @@ def render_film(path: str | os.PathLike[str], seconds: float = 20.0, fps: int = 
                 "-color_range", "tv", "-movflags", "+faststart", "-f", "mp4", str(tmp)]
         log = Path(work) / "ffmpeg.log"
         with open(log, "wb") as err:
-            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err)
+            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err,
+                                    preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
             assert proc.stdin is not None  # stdin=PIPE
             try:
                 for frame in iter_frames(seconds, fps, width, height, seed):
