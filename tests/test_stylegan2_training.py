@@ -425,3 +425,26 @@ def test_cpu_estimate_counts_what_is_left_when_resuming():
     assert "kimg = 10 takes about 4 min" in expected_cpu_note(settings, 24.0, 2)
     resumed = expected_cpu_note(settings, 24.0, 2, done_kimg=7.5)
     assert "the 2.5 kimg left of kimg = 10 take about 1 min" in resumed
+
+
+def test_mode_seeking_counts_different_pictures_not_grain():
+    """The term compares images shrunk to 8x8: per-pixel noise (which G's noise inputs could amplify to fake
+    variety) barely registers; two different pictures do."""
+    from cineml_plugins.stylegan2.loss import mode_seeking_ratio
+
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(8, 512, generator=g)
+    figure = -torch.ones(1, 1, 32, 32)
+    figure[..., 8:24, 12:20] = 1
+    grain = figure.repeat(8, 1, 1, 1) + 0.5 * torch.randn(8, 1, 32, 32, generator=g)
+    shapes = torch.cat([figure.repeat(4, 1, 1, 1), figure.transpose(2, 3).repeat(4, 1, 1, 1)])
+    assert mode_seeking_ratio(grain, z) < 0.1 * mode_seeking_ratio(shapes, z)
+
+
+def test_the_tiny_preset_trains_with_mode_seeking_and_logs_it(tmp_path):
+    frames = make_frames(tmp_path / "frames", count=16)
+    run(tmp_path, frames, tmp_path / "out", kimg=0.016, snapshot_kimg=0.016, style_mixing=None, pl_weight=None)
+    settings = json.loads((tmp_path / "out" / "training_options.json").read_text())
+    assert (settings["mode_seeking"], settings["style_mixing"], settings["pl_weight"]) == (0.3, 0.0, 0.0)
+    record = json.loads((tmp_path / "out" / "stats.jsonl").read_text().splitlines()[-1])
+    assert record["mode_seeking"] > 0 and "pl_penalty" not in record

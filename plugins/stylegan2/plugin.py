@@ -6,6 +6,9 @@ code is loaded only when a training stage actually runs.
 
 from __future__ import annotations
 
+import os
+import sys
+
 from cineml import StageContext, Trainer, hookimpl
 
 from .presets import TRAIN_OPTIONS
@@ -18,6 +21,11 @@ class StyleGAN2Trainer(Trainer):
     options = TRAIN_OPTIONS
 
     def train(self, ctx: StageContext) -> None:
+        if "torch" not in sys.modules:  # OpenMP reads it once, when torch loads
+            # A waiting thread spins 10000 rounds, not GNU OpenMP's 300000, then sleeps: beside busy programs a
+            # spinning thread burns the core its sibling needs, and on an idle machine this is as fast
+            # (benchmarks/learns.py --contention; docs/training.md, "CPU or GPU").
+            os.environ.setdefault("GOMP_SPINCOUNT", "10000")
         from .launch import train
 
         train(ctx)

@@ -38,9 +38,12 @@ _SPECS: dict[str, dict[str, Any]] = {
     # make a smoother film of the training (docs/training.md, "Presets").
     "auto": dict(kimg=25000, snapshot_kimg=50, batch=None, mbstd_group=None, channel_base=None,
                  channel_max=512, map_layers=2, lr=None, gamma=None, ema_kimg=None, ema_rampup=0.05, **_REFERENCE),
-    # Small enough that a 32x32 run shows shapes within minutes on two CPU cores.
+    # Small enough that a 32x32 run shows shapes within minutes on two CPU cores. Short runs: no style mixing
+    # or path-length penalty (a step costs 0.78x, and neither helps in a thousand steps), and a mode-seeking
+    # term against collapse onto one picture (docs/training.md#short-runs has the measurements).
     "tiny": dict(kimg=20, snapshot_kimg=1, batch=8, mbstd_group=4, channel_base=1024, channel_max=128,
-                 map_layers=2, lr=0.0025, gamma=None, ema_kimg=None, ema_rampup=0.05, **_REFERENCE),
+                 map_layers=2, lr=0.0025, gamma=None, ema_kimg=None, ema_rampup=0.05,
+                 **{**_REFERENCE, "style_mixing": 0.0, "pl_weight": 0.0, "mode_seeking": 0.3}),
 }
 
 
@@ -342,13 +345,14 @@ def ada_speed(kimg: float, resume: bool = False) -> float:
     """ADA's default adjustment speed: p may move by 1 over this many kimg.
 
     The paper's 500 kimg (100 when fine-tuning a trained network) is made for runs of thousands of kimg:
-    in a 10-kimg run p could reach 0.02 at most, however much D overfits. So a shorter run lets p move
-    by 1 within a fifth of its planned length (``kimg / 5``; 40 kimg for a 200-kimg evening on a GPU),
-    but never faster than by 1 in 2 kimg: in a run of a few hundred steps a faster p would race past
-    the 0.8 at which the augmentations start to show in the fakes. Runs of 2500 kimg or more (500 when
-    resuming) keep the paper's pace exactly.
+    in a 200-kimg evening on a GPU p could reach 0.4 at most, however much D overfits. So a run shorter
+    than 2500 kimg lets p move by 1 within a fifth of its planned length, but never faster than by 1 in
+    100 kimg (20 when resuming): measured on the README demo (benchmarks/learns.py), letting p move by 1
+    in 2 kimg made a 10-kimg run's images grainier and further from the film (SWD 197 against 84), and
+    the real clip gained nothing; a run of a thousand steps has no time to see through augmentations.
+    Runs of 2500 kimg or more (500 when resuming) keep the paper's pace exactly.
     """
-    return min(100.0 if resume else 500.0, max(kimg / 5, 2.0))
+    return min(100.0, max(kimg / 5, 20.0)) if resume else min(500.0, max(kimg / 5, 100.0))
 
 
 def given(options: dict[str, Any], key: str) -> Any:
