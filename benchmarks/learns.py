@@ -55,7 +55,7 @@ CLIP_PATH = "usr/lib/python3/dist-packages/imageio/resources/images/cockatoo.mp4
 # The tiny preset as it was before the small-budget work (commit 0c8e880), written out as options.
 TODAY = {"config": "tiny", "batch": 8, "channel_base": 1024, "channel_max": 128, "map_layers": 2, "lr": 0.0025,
          "ema_kimg": 2.5, "style_mixing": 0.9, "pl_weight": 2.0, "augment": "ada", "augment_p": 0.0,
-         "ada_kimg": 500.0, "ada_target": 0.6, "mirror": False}
+         "ada_kimg": 500.0, "ada_target": 0.6, "mirror": False, "mode_seeking": 0.0}
 SETTINGS = {"today": TODAY, "new": {"config": "tiny"}}
 
 CASES = {  # name: (film, extract fps, letterbox size)

@@ -121,8 +121,8 @@ TRAIN_OPTIONS = (
     Option("ada_target", float, 0.6, min=0, max=1,
            help="ADA raises p while the share of reals D scores positive (E[sign D(x)]) exceeds this."),
     Option("ada_kimg", float, None, min=0.001,
-           help="ADA speed: p can move by 1 in this many kimg (default: the paper's 500, 100 when resume is "
-                "set, or kimg / 5 but at least 2 when that is less, so that p reacts within a short run)."),
+           help="ADA speed: p can move by 1 in this many kimg (default: min(500, max(kimg / 5, 100)), so that p "
+                "reacts within runs shorter than the paper's; min(100, max(kimg / 5, 20)) when resume is set)."),
     Option("precision", str, "auto", choices=("auto", "fp32", "bf16"),
            help="'bf16' runs the 4 highest-resolution layers of G and D in bfloat16 (faster on recent "
                 "GPUs); 'auto' uses bf16 on a CUDA GPU that supports it and fp32 otherwise."),
