@@ -13,20 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .api import (
-    REQUIRED,
-    Composer,
-    Extractor,
-    Generator,
-    Implementation,
-    Layout,
-    Option,
-    Preprocessor,
-    Source,
-    StageContext,
-    Step,
-    Trainer,
-)
+from . import api
+from .api import REQUIRED, Implementation, Option, StageContext, Step
 
 
 class StageId(str):
@@ -91,26 +79,27 @@ COMPOSE_OPTIONS = (
 )
 
 STAGES: tuple[Stage, ...] = (
-    Stage("source", "sources", Source, lambda impl, ctx, step, images: impl.make(ctx), "[source]", is_file=True,
+    Stage("source", "sources", api.Source, lambda impl, ctx, step, images: impl.make(ctx), "[source]", is_file=True,
           film=True),
-    Stage("extract", "extractors", Extractor, lambda impl, ctx, step, images: impl.extract(ctx, step.chain),
+    Stage("extract", "extractors", api.Extractor, lambda impl, ctx, step, images: impl.extract(ctx, step.chain),
           "[extract]", output="frames", upstream=("source",), makes={"frames": ("frames/*.jpg", "frames/*.png",
                                                                                 "frames/*.webp")},
           default_use="fps", chain=("preprocess", "preprocessors")),
-    Stage("train", "trainers", Trainer, lambda impl, ctx, step, images: impl.train(ctx), "[train]", output="train",
+    Stage("train", "trainers", api.Trainer, lambda impl, ctx, step, images: impl.train(ctx), "[train]", output="train",
           upstream=("extract",), makes={"fakes": ("train/fakes*.png",), "reals": ("train/reals.png",)},
           every_rank=True),
-    Stage("generate", "generators", Generator, lambda impl, ctx, step, images: impl.generate(ctx), "[generate]",
+    Stage("generate", "generators", api.Generator, lambda impl, ctx, step, images: impl.generate(ctx), "[generate]",
           output="generated", upstream=("train",), makes={"generated": ("generated/*.png",),
                                                           "walk": ("generated/walk/*.png",)}),
-    Stage("compose", "composers", Composer, lambda impl, ctx, step, images: impl.compose(ctx, images),
+    Stage("compose", "composers", api.Composer, lambda impl, ctx, step, images: impl.compose(ctx, images),
           "[[compose]]", output="art", is_file=True, steps=True, takes_images=True, options=COMPOSE_OPTIONS,
           may_read_film=True, also_names="layouts", runner="layout"),
 )
 
 #: Every registry plugins fill, with the class its entries must be: one per stage, plus the per-frame steps
 #: chained into extraction and the layouts compose steps may name.
-REGISTRIES: dict[str, type] = {**{s.kind: s.base for s in STAGES}, "preprocessors": Preprocessor, "layouts": Layout}
+REGISTRIES: dict[str, type] = {**{s.kind: s.base for s in STAGES}, "preprocessors": api.Preprocessor,
+                               "layouts": api.Layout}
 
 BY_TABLE = {s.table: s for s in STAGES}
 
