@@ -48,7 +48,7 @@ class TrainingLoop:
         self.sync = sync or Sync()
         self.rank, self.world = self.sync.info.rank, self.sync.info.world
         if s.batch % self.world or (s.batch // self.world) % s.batch_gpu:
-            raise CinemlError(f"[train] batch = {s.batch} does not split into {self.world} process(es) of whole "
+            raise CinemlError(f"train.batch: {s.batch} does not split into {self.world} process(es) of whole "
                               f"batch_gpu = {s.batch_gpu} chunks; pick a batch that is a multiple of both.")
         torch.manual_seed(s.seed)  # identical networks on every rank
         self.tf32 = True  # the main phases may use TF32 (see math_flags); False: full fp32 throughout

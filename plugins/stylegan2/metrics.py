@@ -325,13 +325,13 @@ class FeatureNet:
     def __init__(self, path: Path | str, device: torch.device | str = "cpu") -> None:
         self.path, self.device = Path(path), torch.device(device)
         if not self.path.is_file():
-            raise CinemlError(f"[train] inception = {str(path)!r}: no such file. {MISSING_INCEPTION}")
+            raise CinemlError(f"train.inception: {str(path)!r}: no such file. {MISSING_INCEPTION}")
         try:  # a TorchScript archive: its code is TorchScript, its tensors load without unpickling objects
             with warnings.catch_warnings():  # torch.jit is deprecated, but it is the format the network ships in
                 warnings.simplefilter("ignore", DeprecationWarning)
                 self.net = torch.jit.load(str(self.path), map_location=self.device).eval()
         except Exception as exc:  # noqa: BLE001 (any failure means: not a TorchScript file)
-            raise CinemlError(f"[train] inception = {str(path)!r} is not a TorchScript archive ({exc}). "
+            raise CinemlError(f"train.inception: {str(path)!r} is not a TorchScript archive ({exc}). "
                               f"{MISSING_INCEPTION}") from None
         self.keyword: bool | None = None  # does forward take return_features? found on the first call
         self._hash: str | None = None
@@ -352,7 +352,7 @@ class FeatureNet:
         out = self._forward(x)
         if not isinstance(out, torch.Tensor) or out.ndim < 2 or out.shape[0] != len(x):
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise CinemlError(f"[train] inception = {str(self.path)!r} returned {shape} for {len(x)} images; it "
+            raise CinemlError(f"train.inception: {str(self.path)!r} returned {shape} for {len(x)} images; it "
                               "must return one feature vector per image ([N, D]).")
         return out.reshape(len(x), -1).float().cpu()
 
@@ -370,7 +370,7 @@ class FeatureNet:
         try:
             out = self.net(x)
         except (RuntimeError, TypeError) as exc:
-            raise CinemlError(f"[train] inception = {str(self.path)!r} failed on images {tuple(x.shape)} "
+            raise CinemlError(f"train.inception: {str(self.path)!r} failed on images {tuple(x.shape)} "
                               f"(with return_features=True: {first}; without: {exc}).") from None
         self.keyword = False
         return out
