@@ -414,7 +414,7 @@ class Pipeline:
                 raise CinemlError(f"{self.project.manifest_path}: {step.where}.input: {step.options['input']!r} "
                                   "matches no images. Run the stage that makes them first, or fix the glob "
                                   "(relative to the project folder).")
-        row.call(step.impl, ctx, step, images)
+        row.call(step, ctx, images)
 
     def _write_record(self, record: dict[str, Any]) -> None:
         record["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

@@ -8,7 +8,6 @@ and layouts (which compose steps may name directly).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,10 +33,6 @@ class StageId(str):
         return self.partition(":")[2] or self.group
 
 
-#: How the engine hands a step to its implementation: (implementation, context, step, input images).
-Call = Callable[[Any, StageContext, Step, "list[Path] | None"], None]
-
-
 @dataclass(frozen=True)
 class Stage:
     """One row of the stage table."""
@@ -45,8 +40,7 @@ class Stage:
     table: str  # key in project.toml, and the stage's id (or its group, for array stages)
     kind: str  # registry kind; plugins fill it through the hook ``register_<kind>``
     base: type[Implementation]  # what every registered implementation must be
-    call: Call  # how the engine runs one step
-    title: str  # heading in the docs: "[train]", "[[compose]]"
+    method: str  # what the engine calls: method(ctx), plus the chain (``chain``) or the images (``takes_images``)
     output: str | None = None  # folder under the project it writes (file stages: the folder their files go in)
     is_file: bool = False  # each step writes one file (compose: its ``output`` option), not a folder
     steps: bool = False  # an array of tables ([[compose]]): every table is a stage "<table>:<output>"
@@ -63,8 +57,13 @@ class Stage:
     every_rank: bool = False  # under torchrun, processes of rank > 0 run it too (and nothing else)
 
     @property
-    def hook(self) -> str:
-        return f"register_{self.kind}"
+    def title(self) -> str:  # as the manifest writes it: "[train]", "[[compose]]"
+        return f"[[{self.table}]]" if self.steps else f"[{self.table}]"
+
+    def call(self, step: Step, ctx: StageContext, images: list[Path] | None) -> None:
+        """Run one step of this stage."""
+        extra = ([step.chain] if self.chain else []) + ([images] if self.takes_images else [])
+        getattr(step.impl, self.method)(ctx, *extra)
 
 
 #: Options every compose step has, whatever implementation it uses.
@@ -79,21 +78,16 @@ COMPOSE_OPTIONS = (
 )
 
 STAGES: tuple[Stage, ...] = (
-    Stage("source", "sources", api.Source, lambda impl, ctx, step, images: impl.make(ctx), "[source]", is_file=True,
-          film=True),
-    Stage("extract", "extractors", api.Extractor, lambda impl, ctx, step, images: impl.extract(ctx, step.chain),
-          "[extract]", output="frames", upstream=("source",), makes={"frames": ("frames/*.jpg", "frames/*.png",
-                                                                                "frames/*.webp")},
-          default_use="fps", chain=("preprocess", "preprocessors")),
-    Stage("train", "trainers", api.Trainer, lambda impl, ctx, step, images: impl.train(ctx), "[train]", output="train",
-          upstream=("extract",), makes={"fakes": ("train/fakes*.png",), "reals": ("train/reals.png",)},
-          every_rank=True),
-    Stage("generate", "generators", api.Generator, lambda impl, ctx, step, images: impl.generate(ctx), "[generate]",
-          output="generated", upstream=("train",), makes={"generated": ("generated/*.png",),
-                                                          "walk": ("generated/walk/*.png",)}),
-    Stage("compose", "composers", api.Composer, lambda impl, ctx, step, images: impl.compose(ctx, images),
-          "[[compose]]", output="art", is_file=True, steps=True, takes_images=True, options=COMPOSE_OPTIONS,
-          may_read_film=True, also_names="layouts", runner="layout"),
+    Stage("source", "sources", api.Source, "make", is_file=True, film=True),
+    Stage("extract", "extractors", api.Extractor, "extract", output="frames", upstream=("source",),
+          makes={"frames": ("frames/*.jpg", "frames/*.png", "frames/*.webp")}, default_use="fps",
+          chain=("preprocess", "preprocessors")),
+    Stage("train", "trainers", api.Trainer, "train", output="train", upstream=("extract",),
+          makes={"fakes": ("train/fakes*.png",), "reals": ("train/reals.png",)}, every_rank=True),
+    Stage("generate", "generators", api.Generator, "generate", output="generated", upstream=("train",),
+          makes={"generated": ("generated/*.png",), "walk": ("generated/walk/*.png",)}),
+    Stage("compose", "composers", api.Composer, "compose", output="art", is_file=True, steps=True, takes_images=True,
+          options=COMPOSE_OPTIONS, may_read_film=True, also_names="layouts", runner="layout"),
 )
 
 #: Every registry plugins fill, with the class its entries must be: one per stage, plus the per-frame steps
