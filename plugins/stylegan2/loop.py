@@ -146,21 +146,27 @@ class TrainingLoop:
         z = lambda: torch.randn(bg, s.z_dim, device=dev)  # noqa: E731 (fresh latents per phase, as in the paper)
         stats: dict[str, list[torch.Tensor]] = {}
         L = self.loss
+        # G main: fool D (non-saturating loss; plus mode seeking when on).
         with math_flags(tf32=self.tf32):
             self._phase(self.G, self.G_opt, lambda i: L.g_main(z()), 1.0, stats)
+        # G reg, every 4th step: path-length penalty, x4 (lazy regularisation); double backward in fp32.
         if s.pl_weight > 0 and self.step_idx % s.g_reg_interval == 0:
-            with math_flags(tf32=False):  # double backward in full fp32, as the reference
+            with math_flags(tf32=False):
                 self._phase(self.G, self.G_opt, lambda i: L.g_reg(z()), s.g_reg_interval, stats)
+        # D main: tell the frames from G's images (logistic loss; ADA augments both).
         with math_flags(tf32=self.tf32):
             self._phase(self.D, self.D_opt, lambda i: L.d_main(z(), reals[i]), 1.0, stats)
+        # D reg, every 16th step: R1 on the frames, x16; double backward in fp32.
         if s.gamma > 0 and self.step_idx % s.d_reg_interval == 0:
             with math_flags(tf32=False):
                 self._phase(self.D, self.D_opt, lambda i: L.d_reg(reals[i]), s.d_reg_interval, stats)
-        if self.sync.active:  # running averages follow the whole batch, so every rank keeps the same ones
+        # Running averages follow the whole batch, so every rank keeps the same ones; then the EMA generator.
+        if self.sync.active:
             self.sync.mean_([self.G.mapping.w_avg, self.loss.pl_mean])
         self.update_ema()
         self.nimg += s.batch
         self.step_idx += 1
+        # Statistics, and ADA's reaction to D's overconfidence on the frames.
         out = {k: torch.stack(v).mean() for k, v in stats.items()}
         if self.sync.active:  # every rank logs, and decides on, the same whole-batch statistics
             keys = sorted(out)
