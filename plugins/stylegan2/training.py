@@ -144,6 +144,7 @@ def _run(ctx: StageContext, loop: TrainingLoop, out: Path, fresh: bool) -> None:
     t_info = 0.0
     cpu_note_due = loop.device.type == "cpu" and main
     t_first, n_first = None, 0
+    resumed_at = loop.nimg / 1000  # 0 for a fresh run
     progress = ctx.progress if main else Progress(enabled=False)
     # Fewer threads while the machine is busy (not with compile: a new thread count recompiles the graphs).
     share = CpuShare() if loop.device.type == "cpu" and not s.compile else None
@@ -171,7 +172,7 @@ def _run(ctx: StageContext, loop: TrainingLoop, out: Path, fresh: bool) -> None:
             elif cpu_note_due and t_first is not None and loop.nimg - n_first >= 4 * s.batch:
                 cpu_note_due = False
                 spk = (time.perf_counter() - t_first) / (loop.nimg - n_first) * 1000
-                log(expected_cpu_note(s, spk, torch.get_num_threads(), done_kimg=loop.nimg / 1000))
+                log(expected_cpu_note(s, spk, torch.get_num_threads(), done_kimg=resumed_at))
             now = time.perf_counter()
             if main and now - t_info > 1.0:
                 t_info = now
