@@ -102,6 +102,11 @@ class Implementation:
         doc = (type(self).__doc__ or "").strip()
         return doc.splitlines()[0] if doc else ""
 
+    def resume_point(self, partial: Path) -> str | None:
+        """Where an interrupted run whose partial work is in the folder ``partial`` will carry on, in a few
+        words for the plan ("0.2 kimg", "frame 1201"); None when this implementation cannot tell."""
+        return None
+
     def reads(self, options: dict[str, Any]) -> tuple[str, ...] | None:
         """The upstream stages this step reads with these options, or None for its stage's usual ones
         (a generator sampling a network file named in its options reads no training stage)."""

@@ -65,6 +65,7 @@ class PlannedStage:
     detail: str = ""  # what is missing, which upstream or which settings changed
     continues: bool = False  # only such options changed: start from the previous output
     resumes: bool = False  # an interrupted run of the same work left its staging folder
+    resume_at: str | None = None  # where it resumes, as the implementation says it ("0.2 kimg")
     forced: bool = False  # --force: a fresh start, even over an interrupted run's staging folder
 
     @property
@@ -80,7 +81,10 @@ class PlannedStage:
                 else self.why.value}.get(self.why, self.why.value)
         if self.continues:
             return text + " (continuing from the previous output)"
-        return text + " (resumes its interrupted run)" if self.resumes else text
+        if not self.resumes:
+            return text
+        return text + (f" (resumes its interrupted run from {self.resume_at})" if self.resume_at else
+                       " (resumes its interrupted run)")
 
 
 def _natural_key(path: Path) -> list[Any]:
@@ -277,7 +281,8 @@ class Pipeline:
             continues = (why is Why.SETTINGS_CHANGED and previous is not None and previous.get("work_key") == work_key)
             resumes = (not continues and planned_stage.run and not forced
                        and _has_work(self._staging_of(step.stage, work_key)))
-            planned.append(dataclasses.replace(planned_stage, continues=continues, resumes=resumes))
+            at = step.impl.resume_point(self._staging_of(step.stage, work_key)) if resumes else None
+            planned.append(dataclasses.replace(planned_stage, continues=continues, resumes=resumes, resume_at=at))
         return planned
 
     # --- running ---------------------------------------------------------------------------------

@@ -102,6 +102,10 @@ class FpsExtractor(Extractor):
                "bwdif: auto when ffmpeg reports a field order, on, or off", choices=("auto", "on", "off")),
     )
 
+    def resume_point(self, partial: Path) -> str | None:
+        done = sum(1 for p in partial.glob("[0-9]*.*") if p.suffix.lower() in (".jpg", ".png", ".webp"))
+        return f"frame {done + 1}" if done else None
+
     def extract(self, ctx: StageContext, chain: Chain) -> None:
         if "source" not in ctx.inputs:
             raise ctx.error(None, "the stage got no film: set source in [project] of project.toml.")

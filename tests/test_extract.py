@@ -332,3 +332,13 @@ def test_missing_film_is_a_clear_error(tmp_path: Path) -> None:
     ctx = make_context(tmp_path, EX, output=tmp_path / "out")
     with pytest.raises(CinemlError, match=r"got no film: set source in \[project\]"):
         EX.extract(ctx, [])
+
+
+def test_the_plan_says_at_which_frame_an_interrupted_extraction_resumes(tmp_path: Path) -> None:
+    partial = tmp_path / "staging"
+    partial.mkdir()
+    assert EX.resume_point(partial) is None
+    for k in (1, 2, 3):
+        (partial / f"{k:06d}.jpg").write_bytes(b"")
+    (partial / "index.json.tmp").write_text("")  # not a frame
+    assert EX.resume_point(partial) == "frame 4"

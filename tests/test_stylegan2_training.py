@@ -450,3 +450,30 @@ def test_the_tiny_preset_trains_with_mode_seeking_and_logs_it(tmp_path):
     assert (settings["mode_seeking"], settings["style_mixing"], settings["pl_weight"]) == (0.3, 0.0, 0.0)
     record = json.loads((tmp_path / "out" / "stats.jsonl").read_text().splitlines()[-1])
     assert record["mode_seeking"] > 0 and "pl_penalty" not in record
+
+
+def test_a_dry_run_after_a_kill_says_where_training_resumes(tmp_path):
+    from cineml.manifest import load_project
+    from cineml.pipeline import Pipeline
+    from cineml.plugins import load_registry
+    from cineml.testing import make_project
+
+    manifest = make_project(tmp_path / "p", """
+        [project]
+        source = "film.mp4"
+        [extract]
+        use = "fps"
+        [train]
+        use = "stylegan2"
+        config = "tiny"
+        kimg = 1
+        """, files={"film.mp4": b"not decoded: the plan only reads the staging folder"})
+    registry = load_registry()
+    pipeline = Pipeline(load_project(manifest, registry), registry)
+    train = next(p for p in pipeline.plan() if p.step.stage == "train")
+    staging = pipeline._staging(train)
+    staging.mkdir(parents=True)
+    for nimg in (200, 400):  # what an interrupted run leaves: checkpoints named by kimg
+        (staging / ckpt.checkpoint_name(nimg)).write_bytes(b"")
+    train = next(p for p in pipeline.plan() if p.step.stage == "train")
+    assert train.reason == "never ran (resumes its interrupted run from 0.4 kimg)"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from cineml import StageContext, Trainer, hookimpl
 
@@ -19,6 +20,13 @@ class StyleGAN2Trainer(Trainer):
 
     name = "stylegan2"
     options = TRAIN_OPTIONS
+
+    def resume_point(self, partial: Path) -> str | None:
+        from .checkpoints import list_checkpoints, parse_kimg
+
+        found = list_checkpoints(partial)
+        kimg = parse_kimg(found[-1].name) if found else None
+        return None if kimg is None else f"{kimg:g} kimg"
 
     def train(self, ctx: StageContext) -> None:
         if "torch" not in sys.modules:  # OpenMP reads it once, when torch loads
