@@ -117,9 +117,12 @@ def _load(manifest: str, overrides: tuple[str, ...]):
 @click.option("--from", "start", metavar="STAGE", help="Start at this stage.")
 @click.option("--to", "stop", metavar="STAGE", help="Stop after this stage.")
 @click.option("--dry-run", "-n", is_flag=True, help="Print the plan and why each stage would run; run nothing.")
+@click.option("--into", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+              help="With --only STAGE: write that stage's output into DIR instead of its own folder, and record "
+                   "nothing (a one-off variant that neither replaces nor is replaced by the project's output).")
 @click.pass_context
 def run(ctx: click.Context, manifest: str, overrides: tuple[str, ...], force: tuple[str, ...],
-        only: tuple[str, ...], start: str | None, stop: str | None, dry_run: bool) -> None:
+        only: tuple[str, ...], start: str | None, stop: str | None, dry_run: bool, into: Path | None = None) -> None:
     """Run a project's pipeline, skipping stages that are up to date."""
     from .pipeline import Pipeline, worker_rank
 
@@ -138,11 +141,12 @@ def run(ctx: click.Context, manifest: str, overrides: tuple[str, ...], force: tu
                       soft_wrap=True)
     if dry_run:
         return
-    record = pipeline.run(planned)
+    record = pipeline.run(planned, into=into)
     ran = [s for s in record["stages"] if s["ran"]]
     if not quiet:
+        where = into.resolve() if into is not None else project.root
         console.print(f"[bold green]Done[/bold green]: {len(ran)} stage(s) ran, {len(record['stages']) - len(ran)} "
-                      f"up to date. Outputs in {escape(str(project.root))}", markup=True, soft_wrap=True)
+                      f"up to date. Outputs in {escape(str(where))}", markup=True, soft_wrap=True)
 
 
 @cli.command()

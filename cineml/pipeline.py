@@ -287,14 +287,26 @@ class Pipeline:
 
     # --- running ---------------------------------------------------------------------------------
 
-    def run(self, planned: list[PlannedStage]) -> dict[str, Any]:
-        """Run the planned stages in order; write ``run.json``; return the run record."""
+    def run(self, planned: list[PlannedStage], into: Path | None = None) -> dict[str, Any]:
+        """Run the planned stages in order; write ``run.json``; return the run record.
+
+        ``into``: the one stage that runs publishes its output into that folder instead of its own, and the
+        state records nothing (a one-off, e.g. other seeds from ``cineml generate``)."""
+        if into is not None:
+            running = [p for p in planned if p.run]
+            if len(running) != 1 or stage_of(running[0].step.stage).is_file:
+                raise CinemlError(f"--into {into} needs exactly one folder stage to run (e.g. --only generate "
+                                  f"--force generate); this plan runs {len(running)}.")
+            if into.is_dir() and any(into.iterdir()) and not (into / OWNED).exists():
+                raise CinemlError(f"--into {into}: that folder holds files CineML did not write; give a new or empty "
+                                  "folder.")
+            planned = [dataclasses.replace(p, output=into.resolve()) if p.run else p for p in planned]
         if worker_rank() > 0:
             return self._run_as_worker(planned)
         with exclusive(self.state_dir / "lock", self.project.root):
-            return self._run(planned)
+            return self._run(planned, record_state=into is None)
 
-    def _run(self, planned: list[PlannedStage]) -> dict[str, Any]:
+    def _run(self, planned: list[PlannedStage], record_state: bool = True) -> dict[str, Any]:
         project = self.project
         record: dict[str, Any] = {
             "cineml": __version__, "python": platform.python_version(), "platform": platform.platform(),
@@ -324,7 +336,10 @@ class Pipeline:
                     entry["layout"] = {"name": layout.name, "plugin": layout.plugin, "version": layout.plugin_version}
                 record["stages"].append(entry)
                 if p.run:
-                    entry["seconds"] = round(self._run_stage(p), 3)
+                    entry["seconds"] = round(self._run_stage(p, record_state), 3)
+                    if not record_state:
+                        entry["into"] = str(p.output)
+                        continue
                     made = self.load_state()[p.step.stage].get("output_digest")
                     if made is None or made != before.get(p.step.stage, {}).get("output_digest"):
                         altered.add(p.step.stage)
@@ -363,7 +378,7 @@ class Pipeline:
                             layouts=dict(self.registry.impls["layouts"]), where=step.where, log=self.log,
                             warn=self.warn)
 
-    def _run_stage(self, p: PlannedStage) -> float:
+    def _run_stage(self, p: PlannedStage, record_state: bool = True) -> float:
         step, project = p.step, self.project
         images = None
         if "files" in p.material["inputs"]:  # a glob input: upstream stages of this run may have changed it
@@ -396,6 +411,10 @@ class Pipeline:
             self._notify("stage_failed", project=project, stage=step.stage, error=exc)
             raise
         seconds = time.perf_counter() - started
+        if not record_state:  # a one-off: its folder is all there is to it
+            shutil.rmtree(staging, ignore_errors=True)
+            self._notify("stage_finished", project=project, stage=step.stage, output=p.output, seconds=seconds)
+            return seconds
         state = self.load_state()
         state[step.stage] = {"fingerprint": p.fingerprint, "work_key": p.work_key, "material": p.material,
                              "seconds": round(seconds, 3),

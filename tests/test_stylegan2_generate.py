@@ -455,7 +455,7 @@ def test_cli_import_and_export(tmp_path):
     assert code == 1 and "refused" in text
 
 
-def test_cli_generate_runs_only_the_generate_stage(tmp_path, monkeypatch):
+def test_cli_generate_keeps_one_offs_apart_from_the_project_output(tmp_path, monkeypatch):
     root = tmp_path / "proj"
     manifest = make_project(root, """
         [project]
@@ -470,13 +470,29 @@ def test_cli_generate_runs_only_the_generate_stage(tmp_path, monkeypatch):
         """, files={"film.mp4": b"never decoded: only the generate stage runs"})
     save_snapshot(root / "train", make_g(8), 2000)
     monkeypatch.setattr(cineml.cli, "_registry", _registry_with_generator())
-    code, text = invoke("generate", manifest, "-S", "generate.seeds=5-7")
+    assert invoke("run", manifest, "--only", "generate")[0] == 0  # the project's own images: seeds 0-1
+    own = {p.name: p.read_bytes() for p in (root / "generated").glob("*.png")}
+    assert sorted(own) == ["seed0000.png", "seed0001.png"]
+    code, text = invoke("generate", manifest, "-S", "generate.seeds=5-7", "--name", "more")
     assert code == 0, text
-    assert sorted(p.name for p in (root / "generated").glob("*.png")) == ["seed0005.png", "seed0006.png",
-                                                                          "seed0007.png"]
+    assert sorted(p.name for p in (root / "one-offs/more").glob("*.png")) == ["seed0005.png", "seed0006.png",
+                                                                              "seed0007.png"]
+    assert {p.name: p.read_bytes() for p in (root / "generated").glob("*.png")} == own  # untouched
     assert not (root / "frames").exists()
+    code, text = invoke("generate", manifest, "-S", "generate.seeds=9")  # default name: the time and the -S
+    assert code == 0, text
+    (other,) = [p for p in (root / "one-offs").iterdir() if p.name != "more"]
+    assert other.name.endswith("_seeds-9") and (other / "seed0009.png").is_file()
+    assert invoke("run", manifest, "--only", "generate")[0] == 0  # up to date: generated/ stays, one-offs stay
+    assert json.loads((root / "run.json").read_text())["stages"][2]["ran"] is False
+    assert sorted(p.name for p in (root / "one-offs").iterdir()) == sorted(["more", other.name])
     code, text = invoke("generate", manifest, "-S", "generate.seeds=9-x")
     assert code == 1 and "generate.seeds" in text
+    (root / "one-offs/mine").mkdir()
+    (root / "one-offs/mine/notes.txt").write_text("keep")
+    code, text = invoke("generate", manifest, "--name", "mine")
+    assert code == 1 and "holds files CineML did not write" in text
+    assert (root / "one-offs/mine/notes.txt").read_text() == "keep"
 
 
 def test_sampling_a_network_file_needs_no_train_stage(tmp_path, monkeypatch):
