@@ -12,7 +12,8 @@ Cases (frames made by CineML's own source/extract/letterbox stages, greyscale, c
   ``python3-imageio`` package (``apt-get download`` + ``dpkg -x``; skipped with a message when the package
   cannot be had), at 32 px; ``clip64``: the same at 64 px.
 
-Settings, each trained from the same seed in its own process (one torch thread; ``--jobs`` at once):
+Settings, each trained from the same seed in its own process (one torch thread; ``--jobs`` at once;
+``--seeds N`` trains each from N seeds and averages, with the spread of the SWD):
 
 - ``today``: the ``tiny`` preset's values before the small-budget changes, written out as options
   (batch 8, channel_base 1024, lr 0.0025, R1 gamma from the auto formula, ADA at the paper's pace
@@ -237,6 +238,20 @@ def contention(work: Path, busy: int, kimg: float) -> None:
 # --- report ----------------------------------------------------------------------------------------
 
 
+def mean_rows(runs: list[list[dict]]) -> list[dict]:
+    """The runs of one setting from several seeds, averaged budget by budget (``swd_sd``: their spread)."""
+    if len(runs) == 1:
+        return runs[0]
+    out = [r for r in runs[0] if r.get("reference")]
+    snapshots = [[r for r in rows if not r.get("reference")] for rows in runs]
+    for same in zip(*snapshots):
+        row = {k: sum(r[k] for r in same) / len(same) for k in ("kimg", "seconds", "swd", "diversity", "coverage")}
+        row["augment_p"] = sum(r.get("augment_p", 0) for r in same) / len(same)
+        row["swd_sd"] = (sum((r["swd"] - row["swd"]) ** 2 for r in same) / (len(same) - 1)) ** 0.5
+        out.append(row)
+    return out
+
+
 def report(case: str, results: dict[str, list[dict]]) -> None:
     ref = next((r for rows in results.values() for r in rows if r.get("reference")), None)
     if ref:
@@ -244,10 +259,12 @@ def report(case: str, results: dict[str, list[dict]]) -> None:
               f"{ref['noise']['swd']:.0f}, diversity {ref['noise']['diversity']:.2f}, coverage "
               f"{ref['noise']['coverage']:.2f}")
     snaps = {name: [r for r in rows if not r.get("reference")] for name, rows in results.items()}
-    print(f"  {'setting':<10} {'kimg':>6} {'seconds':>8} {'SWD':>7} {'diversity':>9} {'coverage':>8} {'ADA p':>6}")
+    print(f"  {'setting':<10} {'kimg':>6} {'seconds':>8} {'SWD':>7} {'(sd)':>5} {'diversity':>9} {'coverage':>8} "
+          f"{'ADA p':>6}")
     for name, rows in snaps.items():
         for r in rows:
-            print(f"  {name:<10} {r['kimg']:6.2f} {r['seconds']:8.1f} {r['swd']:7.0f} {r['diversity']:9.2f} "
+            sd = f"{r['swd_sd']:5.0f}" if "swd_sd" in r else f"{'':5}"
+            print(f"  {name:<10} {r['kimg']:6.2f} {r['seconds']:8.1f} {r['swd']:7.0f} {sd} {r['diversity']:9.2f} "
                   f"{r['coverage']:8.2f} {r.get('augment_p', 0):6.3f}")
     base = snaps.get("today")
     if not base:
@@ -276,6 +293,8 @@ def main() -> None:
     ap.add_argument("--try", dest="extra", action="append", default=[], metavar='NAME={"option": value}',
                     help="another setting: options over config = tiny")
     ap.add_argument("--jobs", type=int, default=2, help="trainings at once (one thread each)")
+    ap.add_argument("--seeds", type=int, default=1, help="train every setting from this many seeds and average "
+                    "(one snapshot's SWD swings by 1.5x in short runs)")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "cineml-learns")
     ap.add_argument("--contention", type=int, default=0, metavar="N", help="only the contention check, N busy loops")
     ap.add_argument("--contention-kimg", type=float, default=1.0)
@@ -298,17 +317,20 @@ def main() -> None:
         frames = frames_for(case, args.work)
         if frames is not None:
             cases[case] = frames
-    jobs = [(case, name) for case in cases for name in settings]
+    seeds = range(args.seeds)
+    jobs = [(case, name, seed) for case in cases for name in settings for seed in seeds]
     started = time.perf_counter()
 
     def case_budgets(case: str) -> list[float]:  # 64 px costs about 4x per kimg: its budgets stop at 5 kimg
         return [b for b in budgets if CASES[case][2] <= 32 or b <= 5] or budgets[:1]
 
+    first = next(iter(settings))
     with ThreadPoolExecutor(args.jobs) as pool:
-        futures = {(case, name): pool.submit(run_job, case, name, settings[name], cases[case], case_budgets(case),
-                                             args.work, name == next(iter(settings))) for case, name in jobs}
+        futures = {(case, name, seed): pool.submit(
+            run_job, case, name if args.seeds == 1 else f"{name}-seed{seed}", {**settings[name], "seed": seed},
+            cases[case], case_budgets(case), args.work, name == first and seed == 0) for case, name, seed in jobs}
         for case in cases:
-            results = {name: futures[(case, name)].result() for name in settings}
+            results = {name: mean_rows([futures[(case, name, seed)].result() for seed in seeds]) for name in settings}
             print(f"\n{case} ({CASES[case][2]} px, {len(list(cases[case].glob('*.jpg')))} frames)")
             report(case, results)
     print(f"\nbenchmark: {time.perf_counter() - started:.0f} s")
