@@ -458,16 +458,8 @@ def test_a_dry_run_after_a_kill_says_where_training_resumes(tmp_path):
     from cineml.plugins import load_registry
     from cineml.testing import make_project
 
-    manifest = make_project(tmp_path / "p", """
-        [project]
-        source = "film.mp4"
-        [extract]
-        use = "fps"
-        [train]
-        use = "stylegan2"
-        config = "tiny"
-        kimg = 1
-        """, files={"film.mp4": b"not decoded: the plan only reads the staging folder"})
+    toml = '[project]\nsource = "film.mp4"\n[extract]\n[train]\nuse = "stylegan2"\nconfig = "tiny"\nkimg = 1\n'
+    manifest = make_project(tmp_path / "p", toml, files={"film.mp4": b"not decoded: the plan reads the staging only"})
     registry = load_registry()
     pipeline = Pipeline(load_project(manifest, registry), registry)
     train = next(p for p in pipeline.plan() if p.step.stage == "train")
