@@ -10,15 +10,14 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import difflib
-import functools
 import math
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .api import CinemlError, Option, Project, Step
-from .stages import BY_TABLE, STAGES, Stage, StageId, upstream
+from .stages import BY_TABLE, STAGES, Stage, StageId, stage_of, upstream
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -78,10 +77,8 @@ def validate_options(options: Sequence[Option], values: dict[str, Any], where: s
                 for key in values if key not in declared]
     result: dict[str, Any] = {}
     for opt in options:
-        try:
+        with _gathered(problems):
             result[opt.name] = _check_option(opt, values, f"{where}.{opt.name}", root, file, registry)
-        except CinemlError as exc:
-            problems.append(str(exc))
     if problems:
         raise CinemlError("\n".join(problems))
     return result
@@ -235,14 +232,16 @@ def _build(file: Path, root: Path, data: dict[str, Any], registry: Registry) -> 
     return project
 
 
-def _bind_tables(file: Path, root: Path, data: dict[str, Any], registry: Registry, problems: list[str]) -> Project:
-    @contextlib.contextmanager
-    def gather() -> Iterator[None]:
-        try:
-            yield
-        except CinemlError as exc:
-            problems.append(str(exc))
+@contextlib.contextmanager
+def _gathered(problems: list[str]) -> Iterator[None]:
+    """Add an error raised in the block to ``problems`` and carry on: every manifest error at once."""
+    try:
+        yield
+    except CinemlError as exc:
+        problems.append(str(exc))
 
+
+def _bind_tables(file: Path, root: Path, data: dict[str, Any], registry: Registry, problems: list[str]) -> Project:
     allowed = {"project", "plugins", *BY_TABLE, *(s.chain[0] for s in STAGES if s.chain)}
     for key in data:
         if key not in allowed:
@@ -287,7 +286,7 @@ def _bind_tables(file: Path, root: Path, data: dict[str, Any], registry: Registr
             raise _fail(file, "project.source", "missing: name the film (source = \"footage/film.mp4\") or "
                                                 "add a [source] table that makes one.")
         for where, values in tables or [(row.table, {})]:
-            with gather():
+            with _gathered(problems):
                 project.steps.append(_bind_step(row, where, values, chain_tables, registry, root, file, seen))
     return project
 
@@ -312,25 +311,22 @@ def _bind_step(row: Stage, where: str, values: dict[str, Any], chain_tables: lis
                registry: Registry, root: Path, file: Path, seen: dict[str, str]) -> Step:
     """One table of the manifest bound to its implementation, every option validated (all problems at once)."""
     problems: list[str] = []
-
-    def gather(make: Callable[[], Any], fallback: Any = None) -> Any:
-        try:
-            return make()
-        except CinemlError as exc:
-            problems.append(str(exc))
-            return fallback
-
     values = dict(values)
     name = values.pop("use", row.default_use)
     shared = registry.impls[row.also_names] if row.also_names else {}
     layout = shared.get(name) if isinstance(name, str) and name not in registry.impls[row.kind] else None
     impl = _lookup(registry, row.kind, row.runner if layout else name, file, f"{where}.use", row.also_names)
     mine = {k: values.pop(k) for k in [o.name for o in row.options] if k in values}
-    common = gather(lambda: validate_options(row.options, mine, where, root, file), {})
-    options = gather(lambda: validate_options((layout or impl).options, values, where, root, file, registry), {})
-    chain_kind = row.chain[1] if row.chain else ""
-    chain = [gather(functools.partial(_bind_plain, registry, chain_kind, at, table, root, file))
-             for at, table in chain_tables]
+    common: dict[str, Any] = {}
+    options: dict[str, Any] = {}
+    with _gathered(problems):
+        common = validate_options(row.options, mine, where, root, file)
+    with _gathered(problems):
+        options = validate_options((layout or impl).options, values, where, root, file, registry)
+    chain = []
+    for at, table in chain_tables:
+        with _gathered(problems):
+            chain.append(_bind_plain(registry, row.chain[1] if row.chain else "", at, table, root, file))
     if problems:
         raise CinemlError("\n".join(problems))
     if layout is not None:
@@ -381,7 +377,7 @@ def _check_dependencies(project: Project, file: Path) -> None:
     """Every stage a step reads from is in the manifest (the film aside: the artist may supply it)."""
     present = {StageId(s.stage).group for s in project.steps}
     for step in project.steps:
-        takes_images = BY_TABLE[StageId(step.stage).group].takes_images
+        takes_images = stage_of(step.stage).takes_images
         for needs in upstream(step):
             if needs != "source" and needs not in present:
                 if takes_images:
