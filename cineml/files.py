@@ -18,6 +18,8 @@ from pathlib import Path
 
 from .api import CinemlError
 
+OWNED = ".cineml-output"  # in every output folder the engine publishes: "a stage wrote this, it may replace it"
+
 
 def file_fingerprint(path: Path, samples: int = 16, block: int = 1 << 16) -> str:
     """Size plus a hash of the first and last MiB and ``samples`` blocks spread between them.
@@ -48,7 +50,7 @@ def output_digest(path: Path) -> str:
     if path.is_file():
         return file_fingerprint(path)
     h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file() and p.name != ".cineml-output"):
+    for f in sorted(p for p in path.rglob("*") if p.is_file() and p.name != OWNED):
         h.update(f"{f.relative_to(path)}\0{file_fingerprint(f)}\n".encode())
     return h.hexdigest()
 
@@ -62,15 +64,27 @@ def link_copy(src: Path, dst: Path, small: int = 1 << 20) -> None:
 
     def copy(a: str, b: str) -> None:
         if os.path.getsize(a) > small:
-            try:
-                os.link(a, b)
-                return
-            except OSError:  # another disk, or no hard links there
-                pass
-        shutil.copy2(a, b)
+            link_or_copy(Path(a), Path(b))
+        else:
+            shutil.copy2(a, b)
 
     shutil.copytree(src, tmp, copy_function=copy, symlinks=True)
     os.replace(tmp, dst)
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """A hard link to ``src`` at ``dst`` (a film of many GB costs nothing), or a copy on another disk."""
+    try:
+        os.link(src, dst)
+    except OSError:  # another disk, or no hard links there
+        shutil.copy2(src, dst)
+
+
+def foreign_files(folder: Path) -> list[str]:
+    """Names of what a folder holds when CineML did not publish it (no ``OWNED`` marker); [] otherwise."""
+    if not folder.is_dir() or (folder / OWNED).exists():
+        return []
+    return sorted(e.name for e in folder.iterdir())
 
 
 @contextlib.contextmanager

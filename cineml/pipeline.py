@@ -29,14 +29,13 @@ from typing import Any
 
 from . import __version__
 from .api import CinemlError, Project, StageContext, Step, atomic_path, evenly_spaced
-from .files import exclusive, file_fingerprint, link_copy, move_into_place, output_digest
+from .files import OWNED, exclusive, file_fingerprint, foreign_files, link_copy, move_into_place, output_digest
 from .manifest import _suggest
 from .plugins import Registry, notify
 from .progress import Progress
 from .stages import BY_TABLE, NAMED_INPUTS, STAGES, StageId, folder_inputs, output_path, stage_of, upstream
 
 STATE_DIR = ".cineml"
-OWNED = ".cineml-output"  # in every output folder the engine publishes: "a stage wrote this, it may replace it"
 
 
 class Why(enum.Enum):
@@ -297,7 +296,7 @@ class Pipeline:
             if len(running) != 1 or stage_of(running[0].step.stage).is_file:
                 raise CinemlError(f"--into {into} needs exactly one folder stage to run (e.g. --only generate "
                                   f"--force generate); this plan runs {len(running)}.")
-            if into.is_dir() and any(into.iterdir()) and not (into / OWNED).exists():
+            if foreign_files(into):
                 raise CinemlError(f"--into {into}: that folder holds files CineML did not write; give a new or empty "
                                   "folder.")
             planned = [dataclasses.replace(p, output=into.resolve()) if p.run else p for p in planned]
@@ -461,8 +460,8 @@ def _refuse_foreign_link_target(output: Path, previous: dict[str, Any] | None) -
     if not output.is_symlink() or not output.resolve().is_dir():
         return
     target = output.resolve()
-    foreign = sorted(e.name for e in target.iterdir())
-    if foreign and not (target / OWNED).exists() and previous is None:
+    foreign = foreign_files(target)
+    if foreign and previous is None:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
         raise CinemlError(
             f"{output} is a link to {target}, which holds files CineML did not write ({shown}). A stage replaces "

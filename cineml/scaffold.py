@@ -4,14 +4,13 @@ settings the plugins suggest for it) or on a film CineML renders itself."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
-import shutil
 from pathlib import Path
 from typing import Any
 
 from .api import CinemlError, atomic_path
+from .files import link_or_copy
 
 #: The settings the scaffold writes, as dotted manifest keys; plugins' ``suggest_settings`` may change them.
 DEFAULTS: dict[str, Any] = {"extract.fps": 12, "preprocess.0.size": 32, "preprocess.0.grayscale": True,
@@ -105,10 +104,7 @@ def write_project(folder: Path, name: str, film: Path | None = None, settings: d
         footage.parent.mkdir(parents=True, exist_ok=True)
         if not footage.exists():
             with atomic_path(footage) as tmp:
-                try:
-                    os.link(film, tmp)
-                except OSError:  # another disk, or no hard links there
-                    shutil.copy2(film, tmp)
+                link_or_copy(film, tmp)
         source_part = FILM_SOURCE.format(source=json.dumps(f"footage/{film.name}", ensure_ascii=False))
     values = {**DEFAULTS, **(settings or {})}
     text = TEMPLATE.format(name=name, path=shlex.quote(str(path)), source_part=source_part)
