@@ -107,15 +107,17 @@ def _digest(material: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def _under_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def worker_rank() -> int:
     """This process's rank under torchrun (0 when not launched by it).
 
     Every torchrun process runs the whole CLI; only rank 0 may run the other stages and publish
     outputs, state and run.json. Ranks > 0 take part in training only.
     """
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        return int(os.environ.get("RANK", "0"))
-    return 0
+    return int(os.environ.get("RANK", "0")) if _under_torchrun() else 0
 
 
 class Pipeline:
@@ -278,9 +280,9 @@ class Pipeline:
             # Only the stage's own options changed, and only ones that carry on its work (not forced, not a
             # missing output, not a changed upstream):
             continues = (why is Why.SETTINGS_CHANGED and previous is not None and previous.get("work_key") == work_key)
-            resumes = (not continues and planned_stage.run and not forced
-                       and _has_work(self._staging_of(step.stage, work_key)))
-            at = step.impl.resume_point(self._staging_of(step.stage, work_key)) if resumes else None
+            partial = self._staging_of(step.stage, work_key)
+            resumes = not continues and planned_stage.run and not forced and _has_work(partial)
+            at = step.impl.resume_point(partial) if resumes else None
             planned.append(dataclasses.replace(planned_stage, continues=continues, resumes=resumes, resume_at=at))
         return planned
 
@@ -321,8 +323,8 @@ class Pipeline:
         altered: set[str] = set()  # stages that ran this time and made a different output than before
         try:
             for p in planned:
-                if p.why is Why.UPSTREAM_RERUNS and not altered & set(upstream(p.step)) and worker_rank() == 0 \
-                        and int(os.environ.get("WORLD_SIZE", "1")) == 1:  # (torchrun ranks decide from the plan)
+                # Under torchrun every rank must run what the plan says: the other ranks cannot see the outputs.
+                if p.why is Why.UPSTREAM_RERUNS and not altered & set(upstream(p.step)) and not _under_torchrun():
                     p = dataclasses.replace(p, why=Why.UP_TO_DATE, detail="")
                 entry = {"stage": p.step.stage, "use": p.step.impl.name, "plugin": p.step.impl.plugin,
                          "version": p.step.impl.plugin_version, "fingerprint": p.fingerprint,
@@ -335,12 +337,11 @@ class Pipeline:
                     entry["layout"] = {"name": layout.name, "plugin": layout.plugin, "version": layout.plugin_version}
                 record["stages"].append(entry)
                 if p.run:
-                    entry["seconds"] = round(self._run_stage(p, record_state), 3)
+                    seconds, made = self._run_stage(p, record_state)
+                    entry["seconds"] = round(seconds, 3)
                     if not record_state:
                         entry["into"] = str(p.output)
-                        continue
-                    made = self.load_state()[p.step.stage].get("output_digest")
-                    if made is None or made != before.get(p.step.stage, {}).get("output_digest"):
+                    elif made != before.get(p.step.stage, {}).get("output_digest"):
                         altered.add(p.step.stage)
             record["status"] = "finished"
         except BaseException as exc:
@@ -377,7 +378,9 @@ class Pipeline:
                             layouts=dict(self.registry.impls["layouts"]), where=step.where, log=self.log,
                             warn=self.warn)
 
-    def _run_stage(self, p: PlannedStage, record_state: bool = True) -> float:
+    def _run_stage(self, p: PlannedStage, record_state: bool = True) -> tuple[float, str | None]:
+        """Run one stage and publish its output; returns the seconds and the output's digest (None for a
+        one-off, which records nothing)."""
         step, project = p.step, self.project
         images = None
         if "files" in p.material["inputs"]:  # a glob input: upstream stages of this run may have changed it
@@ -413,21 +416,21 @@ class Pipeline:
         if not record_state:  # a one-off: its folder is all there is to it
             shutil.rmtree(staging, ignore_errors=True)
             self._notify("stage_finished", project=project, stage=step.stage, output=p.output, seconds=seconds)
-            return seconds
+            return seconds, None
         state = self.load_state()
         state[step.stage] = {"fingerprint": p.fingerprint, "work_key": p.work_key, "material": p.material,
                              "seconds": round(seconds, 3),
                              "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
         if stage_of(step.stage).film:  # what it wrote, so that a later run can tell the artist's own film from it
             state[step.stage]["output"] = file_fingerprint(p.output)
-        state[step.stage]["output_digest"] = output_digest(p.output)  # did a re-run change anything downstream reads?
+        digest = state[step.stage]["output_digest"] = output_digest(p.output)  # did a re-run change what others read?
         self._save_state(state)
         step_name = staging.name.rsplit("-", 1)[0]
         for stale in (self.state_dir / "staging").glob(f"{glob_escape(step_name)}-*"):
             if stale.name.rsplit("-", 1)[0] == step_name:  # not another step whose name starts the same
                 shutil.rmtree(stale, ignore_errors=True)
         self._notify("stage_finished", project=project, stage=step.stage, output=p.output, seconds=seconds)
-        return seconds
+        return seconds, digest
 
     def _call(self, step: Step, ctx: StageContext, images: list[Path] | None = None) -> None:
         row = stage_of(step.stage)
