@@ -347,23 +347,30 @@ class DecodeStats:
     fps_out: int | None = None
     fps_dup: int = 0
     pts: list[float] = field(default_factory=list)  # showinfo pts_time of each decoded frame
-    last_duration: float | None = None  # showinfo duration_time of the last one (where the film ends)
+    last_duration: float | None = None  # how long the last one is shown (where the film ends), as ffmpeg reckons it
 
 
 _DECODED = re.compile(r"Input stream #\d+:\d+ \(video\):.*?(\d+) frames decoded; (\d+) decode errors")
 _FPS_STATS = re.compile(r"Parsed_fps_\d+ @ [^\]]*\] (\d+) frames in, (\d+) frames out; "
                         r"\d+ frames dropped, (\d+) frames duplicated")
-_SHOWINFO = re.compile(r"Parsed_showinfo_\d+ @ [^\]]*\] n:\s*\d+ pts:\s*-?\d+ pts_time:(-?[\d.e+-]+)"
-                       r"(?:\s+duration:\s*-?\d+\s+duration_time:(-?[\d.e+-]+))?")
+_SHOWINFO = re.compile(r"Parsed_showinfo_\d+ @ [^\]]*\] n:\s*\d+ pts:\s*(-?\d+) pts_time:(-?[\d.e+-]+)"
+                       r"(?:\s+duration:\s*(-?\d+)\s+duration_time:(-?[\d.e+-]+))?")
 
 
 def decode_stats(lines: Iterable[str]) -> DecodeStats:
     """Parse the end-of-run statistics (``-loglevel verbose``) and any showinfo lines."""
     stats = DecodeStats()
+    ticks = None  # the previous frame's pts in time-base ticks
     for line in lines:
         if m := _SHOWINFO.search(line):
-            stats.pts.append(float(m[1]))
-            stats.last_duration = float(m[2]) if m[2] else None
+            pts, seconds = int(m[1]), float(m[2])
+            stats.last_duration = float(m[4]) if m[4] else None
+            if m[3] == "1" and ticks is not None and pts - ticks > 2 and stats.pts:
+                # ffmpeg's own rule: a 1-tick duration after a longer gap is one the demuxer made up (an AVI
+                # slide show, cinepak storing only changed pictures), so the frame lasts as long as that gap
+                stats.last_duration = seconds - stats.pts[-1]
+            ticks = pts
+            stats.pts.append(seconds)
         elif m := _DECODED.search(line):
             stats.decoded, stats.decode_errors = int(m[1]), int(m[2])
         elif (m := _FPS_STATS.search(line)) and (int(m[1]) or stats.fps_in is None):

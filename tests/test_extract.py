@@ -118,6 +118,23 @@ def test_variable_frame_rate_is_not_damage(tmp_path: Path, container: str) -> No
         assert [f["time"] for f in index["frames"]] == pytest.approx([times[i] for i in shown_levels(out)], abs=2e-3)
 
 
+def test_a_slide_show_avi_gives_every_frame_its_picture(tmp_path: Path) -> None:
+    """An AVI that stores a picture only when it changes (cinepak, as old CD-ROM films are): the demuxer
+    makes up a 1-tick duration for each picture, and ffmpeg shows each until the next one. The frames
+    repeat, as they should; no warning, and index.json names the picture each frame really shows."""
+    film = coded_film(tmp_path / "slides.avi", frames=50, rate=15, size=32, vf="select='not(mod(n,7))'",
+                      extra=("-fps_mode", "vfr"), codec=("-c:v", "cinepak"))
+    times = source_times(film)
+    assert len(times) == 8 and times[1] == pytest.approx(7 / 15)  # 8 pictures, each held for 7/15 s
+    warns: list[str] = []
+    out = extract(tmp_path, film, "out", fps=12, format="png", warns=warns)
+    index = json.loads((out / "index.json").read_text())
+    assert warns == [] and index["count"] == 45  # the last picture too is held 7/15 s: 56 / 15 s at 12 fps
+    shown = [7 * round(pixels(out / f["file"]).mean() / 35) for f in index["frames"]]  # lossy: nearest picture
+    assert [f["time"] for f in index["frames"]] == pytest.approx([i / 15 for i in shown], abs=1e-6)
+    assert shown[:8] == [0] * 6 + [7] * 2
+
+
 def test_start_in_an_mpeg_ts_lands_on_the_right_frame(tmp_path: Path) -> None:
     """A TS seek lands on the next keyframe after the target: CineML seeks earlier and trims."""
     film = coded_film(tmp_path / "cam.ts", frames=100, size=32,
