@@ -180,13 +180,14 @@ def _palette_is_grey(image: Image.Image) -> bool:
 
 
 def metadata(path: str | Path, index: int = 0) -> dict[str, Any]:
-    """What a file name says about an image: ``path``, ``index``, ``kimg``, ``seed``, ``time``.
+    """What a file name says about an image: ``path``, ``index``, ``kimg``, ``seed``, and for frames
+    ``time``, ``timecode``, ``shot`` and ``shot_timecode``.
 
     ``kimg`` comes from training grids (``fakes000120.png`` -> 120; fractional names such as
     ``fakes000000_040.png``, the stylegan2 trainer's, -> 0.04), ``seed`` from generated stills
-    (``seed0042.png`` -> 42) and
-    ``time`` (seconds into the film) from the ``index.json`` an extractor writes beside frames.
-    Missing facts are ``None`` so layouts can test for them.
+    (``seed0042.png`` -> 42), and the frame facts (seconds into the film, its ``hh:mm:ss:ff`` at the film's
+    rate, its shot and that shot's first timecode) from the ``index.json`` and ``shots.json`` an extractor
+    writes beside frames. Missing facts are ``None`` so layouts can test for them.
     """
     path = Path(path)
     kimg_match = _KIMG.search(path.stem)
@@ -195,9 +196,10 @@ def metadata(path: str | Path, index: int = 0) -> dict[str, Any]:
     if kimg_match:
         number = float(f"{kimg_match.group(1)}.{kimg_match.group(2) or 0}")
         kimg = int(number) if number.is_integer() else number
+    facts = frame_facts(path.parent).get(path.name, {})
     return {"path": str(path), "index": index, "kimg": kimg,
             "seed": int(seed_match.group(1)) if seed_match else None,
-            "time": _frame_times(str(path.parent), _mtime(path.parent / "index.json")).get(path.name)}
+            **{key: facts.get(key) for key in ("time", "timecode", "shot", "shot_timecode")}}
 
 
 def _mtime(path: Path) -> int:
@@ -207,10 +209,19 @@ def _mtime(path: Path) -> int:
         return 0
 
 
+def frame_facts(folder: str | Path) -> dict[str, dict[str, Any]]:
+    """``file name -> {"time", "timecode", "shot", "shot_timecode"}`` for the frames in ``folder``, from the
+    ``index.json`` (and ``shots.json``) an extractor writes beside them; empty when there is none.
+
+    Read once per version of those files (their modification times are part of the cache key).
+    """
+    folder = Path(folder)
+    return _frame_facts(str(folder), _mtime(folder / "index.json"), _mtime(folder / "shots.json"))
+
+
 @functools.lru_cache(maxsize=16)
-def _frame_times(folder: str, mtime: int = 0) -> dict[str, float]:
-    """``file name -> seconds`` from ``folder/index.json`` (empty when there is none); ``mtime`` is part
-    of the cache key, so a re-extracted folder is read again.
+def _frame_facts(folder: str, *mtimes: int) -> dict[str, dict[str, Any]]:
+    """:func:`frame_facts`, cached by folder and file times.
 
     Accepts the shapes an extractor is likely to write: ``{"frames": [{"file", "time"}...]}``,
     a list of such entries, ``{"000001.jpg": 0.0, ...}`` or a plain list of times in file order.
@@ -218,19 +229,26 @@ def _frame_times(folder: str, mtime: int = 0) -> dict[str, float]:
     index = Path(folder) / "index.json"
     if not index.is_file():
         return {}
-    try:
-        data = json.loads(index.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise CinemlError(f"{index} is not valid JSON ({error}). Delete the frames folder and "
-                          f"extract again, or remove index.json to compose without frame times.") from error
+    data = _read_json(index)
+    rate = None
+    if isinstance(data, dict):
+        source = data.get("source")
+        rate = source.get("fps") if isinstance(source, dict) else None
+        rate = rate if isinstance(rate, (int, float)) and rate > 0 else None
     if isinstance(data, dict) and isinstance(data.get("frames"), (list, dict)):
         data = data["frames"]
-    times: dict[str, float] = {}
+    facts: dict[str, dict[str, Any]] = {}
+
+    def add(name: str, entry: Any) -> None:
+        time = _entry_time(entry)
+        shot = entry.get("shot") if isinstance(entry, dict) else None
+        if time is not None or isinstance(shot, int):
+            facts[name] = {"time": time, "shot": shot if isinstance(shot, int) else None,
+                           "timecode": None if time is None or rate is None else smpte_timecode(time, rate)}
+
     if isinstance(data, dict):
         for name, value in data.items():
-            time = _entry_time(value)
-            if time is not None:
-                times[str(name)] = time
+            add(str(name), value)
     elif isinstance(data, list):
         for position, entry in enumerate(data):
             name = None
@@ -238,15 +256,25 @@ def _frame_times(folder: str, mtime: int = 0) -> dict[str, float]:
                 name = next((entry[k] for k in ("file", "name", "path", "filename") if k in entry), None)
             elif isinstance(entry, (list, tuple)) and len(entry) == 2 and isinstance(entry[0], str):
                 name, entry = entry
-            time = _entry_time(entry)
-            if time is None:
-                continue
             if name is None:  # a bare list of times: frames are numbered from 1 in this order
                 for ext in (".jpg", ".png", ".webp", ".jpeg"):
-                    times[f"{position + 1:06d}{ext}"] = time
+                    add(f"{position + 1:06d}{ext}", entry)
             else:
-                times[Path(str(name)).name] = time
-    return times
+                add(Path(str(name)).name, entry)
+    shots_file = Path(folder) / "shots.json"
+    starts = _read_json(shots_file).get("shots", []) if shots_file.is_file() else []
+    for fact in facts.values():
+        shot = fact["shot"]
+        fact["shot_timecode"] = starts[shot].get("timecode") if shot is not None and 0 <= shot < len(starts) else None
+    return facts
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise CinemlError(f"{path} is not valid JSON ({error}). Delete the frames folder and "
+                          f"extract again, or remove {path.name} to compose without frame times.") from error
 
 
 def _entry_time(entry: Any) -> float | None:
@@ -303,7 +331,11 @@ def label_text(image: Image.Image, kind: str) -> str:
         return "" if meta.get("seed") is None else f"seed {meta['seed']}"
     if kind == "time":
         return "" if meta.get("time") is None else timecode(meta["time"])
-    raise CinemlError(f"Unknown label kind {kind!r}: use none, index, kimg, seed or time.")
+    if kind == "timecode":
+        return "" if meta.get("timecode") is None else meta["timecode"]
+    if kind == "shot":
+        return "" if meta.get("shot") is None else f"shot {meta['shot'] + 1} · {meta['shot_timecode']}"
+    raise CinemlError(f"Unknown label kind {kind!r}: use none, index, kimg, seed, time, timecode or shot.")
 
 
 def timecode(seconds: float) -> str:
@@ -313,6 +345,19 @@ def timecode(seconds: float) -> str:
     minutes, rest = divmod(rest, 6000)
     text = f"{minutes:02d}:{rest // 100:02d}.{rest % 100:02d}"
     return f"{hours}:{text}" if hours else text
+
+
+def smpte_timecode(seconds: float, rate: float) -> str:
+    """``83.4`` s at 25 fps -> ``"00:01:23:10"``: hours, minutes, seconds and frames at the film's own rate.
+
+    Non-drop-frame: the frame count is written at the nominal whole rate (24 for 23.976, 30 for 29.97), as
+    editing software labels such films; at 23.976 the label runs 0.1% behind the clock over an hour.
+    """
+    base = max(1, round(rate))
+    frames = round(max(0.0, float(seconds)) * rate)
+    total_seconds, ff = divmod(frames, base)
+    hours, rest = divmod(total_seconds, 3600)
+    return f"{hours:02d}:{rest // 60:02d}:{rest % 60:02d}:{ff:02d}"
 
 
 def grid_shape(count: int, columns: int = 0, rows: int = 0) -> tuple[int, int]:

@@ -103,6 +103,16 @@ def _jsonable(value: Any, root: Path) -> Any:
     return value
 
 
+def _settled(options: dict[str, Any], declared: Sequence[Any], before: dict[str, Any] | None) -> dict[str, Any]:
+    """The options that fingerprint a step: all of them, except options that were not there when the step last
+    ran (a newer CineML or plugin declares them) and are at their defaults. So upgrading re-runs nothing, and
+    setting such an option re-runs the step."""
+    if not isinstance(before, dict):
+        return options
+    defaults = {o.name: o.default for o in declared}
+    return {k: v for k, v in options.items() if k in before or k not in defaults or v != defaults[k]}
+
+
 def _digest(material: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -162,9 +172,25 @@ class Pipeline:
             found.update(root / p for p in _glob.glob(pattern, root_dir=root, recursive=True))
         images = sorted((p for p in found if p.is_file()), key=_natural_key)
         o = step.options
+        if o["one_per_shot"]:
+            images = self._one_per_shot(step, images)
         images = images[o["start"]:o["end"]]
         images = images[:: o["every"]]
         return images if o["count"] is None else evenly_spaced(images, o["count"])
+
+    def _one_per_shot(self, step: Step, images: list[Path]) -> list[Path]:
+        """The middle image of each shot, in shot order (shots from the index.json beside the frames)."""
+        from .imaging import frame_facts
+
+        shots: dict[int, list[Path]] = {}
+        for path in images:
+            shot = frame_facts(path.parent).get(path.name, {}).get("shot")
+            if shot is None:
+                raise CinemlError(f"{self.project.manifest_path}: {step.where}.one_per_shot: {path} has no shot in "
+                                  f"{path.parent / 'index.json'}. Use input = \"frames\" with [extract] shots = true "
+                                  "(the default; run the extract stage again if it was off), or drop one_per_shot.")
+            shots.setdefault(shot, []).append(path)
+        return [paths[(len(paths) - 1) // 2] for _, paths in sorted(shots.items())]
 
     def _work_key(self, step: Step, material: dict[str, Any]) -> str:
         """The fingerprint without the options that continue earlier work (``Option(continues=True)``),
@@ -236,11 +262,17 @@ class Pipeline:
             if row.takes_images and step.options["input"] not in NAMED_INPUTS:
                 inputs["files"] = self._files_digest(self.compose_images(step))
             inputs.update(self._option_files(step, fingerprint_file))
+            previous = state.get(step.stage)
+            before = (previous or {}).get("material", {})
+            before_chain = before.get("chain") or []
             material = {
                 "use": step.impl.name, "plugin": step.impl.plugin, "version": step.impl.plugin_version,
-                "options": _jsonable(step.options, root),
+                "options": _settled(_jsonable(step.options, root), [*step.impl.options, *row.options],
+                                    before.get("options")),
                 "chain": [{"use": p.name, "plugin": p.plugin, "version": p.plugin_version,
-                           "options": _jsonable(o, root)} for p, o in step.chain],
+                           "options": _settled(_jsonable(o, root), p.options,
+                                               before_chain[i].get("options") if i < len(before_chain) else None)}
+                          for i, (p, o) in enumerate(step.chain)],
                 "layout": self._layout_versions(step),
                 "inputs": inputs,
                 "seed": self.project.seed,
@@ -248,7 +280,6 @@ class Pipeline:
             fp = _digest(material)
             fingerprints[step.stage] = fp
             output = output_path(root, self.project.source, step.stage, step.options)
-            previous = state.get(step.stage)
             forced = step.stage in forced_stages
             ups_changed = [u for u in upstream(step) if u in changed]
             detail = ""
@@ -329,9 +360,10 @@ class Pipeline:
                 entry = {"stage": p.step.stage, "use": p.step.impl.name, "plugin": p.step.impl.plugin,
                          "version": p.step.impl.plugin_version, "fingerprint": p.fingerprint,
                          "ran": p.run, "reason": p.reason,
-                         "options": p.material["options"]}  # resolved: defaults filled in, paths relative
+                         "options": _jsonable(p.step.options, self.project.root)}  # defaults filled in
                 if p.step.chain:
-                    entry["chain"] = p.material["chain"]
+                    entry["chain"] = [{"use": s.name, "options": _jsonable(o, self.project.root)}
+                                      for s, o in p.step.chain]
                 if p.step.layout is not None:
                     layout = p.step.layout
                     entry["layout"] = {"name": layout.name, "plugin": layout.plugin, "version": layout.plugin_version}

@@ -75,6 +75,8 @@ COMPOSE_OPTIONS = (
     Option("every", int, 1, "Take every n-th image.", min=1),
     Option("start", int, None, "First image (0-based index into the input, after sorting).", min=0),
     Option("end", int, None, "Stop before this index (0-based; negative counts from the end)."),
+    Option("one_per_shot", bool, False, "Take one image per shot, its middle frame (a shot contact sheet with "
+           "labels = \"shot\"); for frames extracted with [extract] shots = true."),
 )
 
 STAGES: tuple[Stage, ...] = (

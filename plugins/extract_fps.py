@@ -49,6 +49,18 @@ from .ffmpeg import (
     probe,
     slot_sources,
 )
+from .shots import (
+    THUMB_FILTER,
+    dedupe,
+    film_shots,
+    find_shots,
+    read_thumbs,
+    remove_thumbs,
+    resume_thumbs,
+    shot_list,
+    shot_of,
+    thumb_segment,
+)
 
 Chain = Sequence[tuple[Preprocessor, dict[str, Any]]]
 RENUMBERING = ".renumbering"  # marker: frames are being renumbered; if found on resume, redo
@@ -98,6 +110,11 @@ class FpsExtractor(Extractor):
         Option("end", float, None, "last second of the film to use (default: its end)", min=0),
         Option("format", str, "jpg", "image format of the frames", choices=("jpg", "png", "webp")),
         Option("quality", int, 90, "JPEG/WebP quality (90 is ffmpeg -q:v 2)", min=1, max=100),
+        Option("shots", bool, True, "find the film's shots in the same pass: frames/shots.json lists them, index.json "
+               "gives each frame its shot (see docs/manifest.md#shots)"),
+        Option("dedupe", float, 0.0, "drop a frame that differs from the last kept frame of its shot by less than this "
+               "many grey levels (mean over a 32x32 thumbnail, 0-255); 0 keeps every frame, 2-4 thins still takes",
+               min=0, max=255),
         Option("deinterlace", str, "auto", "join the two fields of interlaced video (DVD, broadcast) with "
                "bwdif: auto when ffmpeg reports a field order, on, or off", choices=("auto", "on", "off")),
     )
@@ -129,6 +146,9 @@ class Job:
         self.ext = opts.get("format", "jpg")
         self.quality = int(opts.get("quality", 90))
         self.out = Path(ctx.output)
+        self.shots = bool(opts.get("shots", True))
+        self.dedupe = float(opts.get("dedupe") or 0.0)
+        self.thumbs = self.shots or self.dedupe > 0  # a 32x32 grey thumbnail of every frame, made in the same pass
         self._check_range()
         # Seek a little before start, then trim to it inside the graph: MPEG-TS seeks land on the next
         # keyframe *after* the target, which would lose up to a GOP of frames.
@@ -176,10 +196,17 @@ class Job:
 
     def run(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
-        if (self.out / "index.json").exists():  # complete already
-            (self.out / RENUMBERING).unlink(missing_ok=True)
+        if (self.out / "index.json").exists():  # complete already (perhaps killed while tidying up)
+            self._tidy()
             return
         done = resume_point(self.out, self.ext)
+        if self.thumbs:  # resume where frames and thumbnails are both complete
+            complete = resume_thumbs(self.out, done)
+            for k in range(complete + 1, done + 1):
+                (self.out / f"{k:06d}.{self.ext}").unlink()
+            done = complete
+        else:
+            remove_thumbs(self.out)
         if done:
             self.ctx.log(f"Resuming frame extraction after {done} complete frames.")
         with self.ctx.progress("Extracting frames", total=self.expected, unit="frames") as bar:
@@ -192,8 +219,34 @@ class Job:
                               f"{'the end' if self.end is None else f'{self.end:g} s'}). Check that the "
                               "film plays, or re-encode it (e.g. to H.264 mp4).")
         slots = self._check_damage(stats, count)
-        self._write_index(stats, slots, count)
+        starts, kept = self._shots(slots, count)
+        self._write_index(stats, slots, count, starts, kept)
+        self._tidy()
+
+    def _shots(self, slots: list[int], written: int) -> tuple[list[int] | None, list[bool] | None]:
+        """First frame (0-based) of each shot, and which frames dedupe keeps; None where they are off."""
+        if not self.thumbs:
+            return None, None
+        thumbs = read_thumbs(self.out)
+        if len(thumbs) != written:
+            raise CinemlError(f"{self.out}: ffmpeg wrote {len(thumbs)} thumbnails for {written} frames, so shots "
+                              "cannot be told. Delete the frames folder and run again; if it happens again, set "
+                              "[extract] shots = false and dedupe = 0 and report it.")
+        thumbs = thumbs[slots]
+        rate = float(self.info.fps or 25) if self.source_rate else self.steady_rate
+        starts = find_shots(thumbs, rate) if self.shots else [0]
+        keep = dedupe(thumbs, starts, self.dedupe)
+        return (starts if self.shots else None), ([bool(k) for k in keep] if self.dedupe > 0 else None)
+
+    def _tidy(self) -> None:
+        """After index.json (the mark of a complete set): delete the frames dedupe dropped and the thumbnails.
+        Safe to repeat, so a kill in the middle is finished by the next run."""
         (self.out / RENUMBERING).unlink(missing_ok=True)
+        if self.dedupe > 0:
+            for entry in json.loads((self.out / "index.json").read_text())["frames"]:
+                if entry.get("kept") is False:
+                    (self.out / entry["file"]).unlink(missing_ok=True)
+        remove_thumbs(self.out)
 
     def _graph(self, done: int) -> list[str]:
         graph = []
@@ -217,12 +270,12 @@ class Job:
         # PNG keeps full colour resolution: scale in 4:4:4 (or planar RGB), not the film's 4:2:0,
         # which would leave the chroma at half the output size (visibly softer than Pillow).
         full_chroma = ["format=yuv444p|gbrp"] if self.ext == "png" else []
-        graph = ",".join(self._graph(done) + full_chroma + self.filters)
+        video, thumbs = self._video_args(done, full_chroma + self.filters)
         pattern = str(self.out).replace("%", "%%") + f"/%06d.{self.ext}"
-        args = [*self.input_args, "-i", str(self.film), "-map", "0:V:0", "-an", "-sn", "-dn",
-                "-vf", graph, "-fps_mode", "passthrough", *self._codec_args(),
+        args = [*self.input_args, "-i", str(self.film), *video, "-an", "-sn", "-dn",
+                "-fps_mode", "passthrough", *self._codec_args(),
                 "-f", "image2", "-atomic_writing", "1", "-start_number", str(done + 1),
-                "-progress", "pipe:1", "-nostats", pattern]
+                "-progress", "pipe:1", "-nostats", pattern, *thumbs]
         with Ffmpeg(args) as run:
             for line in run.stdout:
                 if line.startswith(b"frame="):
@@ -230,6 +283,18 @@ class Job:
             if run.wait() != 0:
                 raise run.fail(self.film, "extracting frames")
             return decode_stats(run.log_lines())
+
+    def _video_args(self, done: int, after: list[str]) -> tuple[list[str], list[str]]:
+        """The frames' filters (the decode graph, then ``after``), and the output arguments of the thumbnails:
+        with shots or dedupe on, the graph splits after frame selection and a second output writes a 32x32
+        grey thumbnail of every frame to a file beside them (one decode, two outputs)."""
+        if not self.thumbs:
+            return ["-map", "0:V:0", "-vf", ",".join(self._graph(done) + after)], []
+        graph = (f"[0:V:0]{','.join(self._graph(done))},split=2[big][small];[big]{','.join(after) or 'null'}[frames];"
+                 f"[small]{THUMB_FILTER}[thumbs]")
+        return (["-filter_complex", graph, "-map", "[frames]"],
+                ["-map", "[thumbs]", "-fps_mode", "passthrough", "-f", "rawvideo",
+                 str(thumb_segment(self.out, done + 1))])
 
     def _codec_args(self) -> list[str]:
         if self.ext == "jpg":
@@ -248,9 +313,9 @@ class Job:
             graph = [f"scale={w}:{h},setsar=1"] if (w, h) != (self.info.width, self.info.height) else []
             size, mode, steps = (w, h), "RGB", self.chain
         pix_fmt = "gray" if mode == "L" else "rgb24"
-        args = [*self.input_args, "-i", str(self.film), "-map", "0:V:0", "-an", "-sn", "-dn",
-                "-vf", ",".join(self._graph(done) + graph), "-fps_mode", "passthrough",
-                "-f", "rawvideo", "-pix_fmt", pix_fmt, "pipe:1"]
+        video, thumbs = self._video_args(done, graph)
+        args = [*self.input_args, "-i", str(self.film), *video, "-an", "-sn", "-dn", "-fps_mode", "passthrough",
+                "-f", "rawvideo", "-pix_fmt", pix_fmt, "pipe:1", *thumbs]
         save = image_saver(self.ext, self.quality)
         nbytes = size[0] * size[1] * (1 if mode == "L" else 3)
         workers = max(1, min(4, os.cpu_count() or 2))
@@ -328,7 +393,8 @@ class Job:
                 os.replace(self.out / f"{k + 1:06d}.{self.ext}", self.out / f"{new:06d}.{self.ext}")
         return kept
 
-    def _write_index(self, stats: DecodeStats, slots: list[int], written: int) -> None:
+    def _write_index(self, stats: DecodeStats, slots: list[int], written: int, starts: list[int] | None,
+                     kept: list[bool] | None) -> None:
         """index.json, written last and atomically: its presence means the set is complete.
 
         Frames are streamed into the file one line each, so a feature film's index never sits
@@ -337,7 +403,7 @@ class Job:
         if self.source_rate:
             rate = self.info.fps or 1.0
             exact = len(stats.pts) == len(slots)
-            times = (self.start + (stats.pts[k] if exact else k / rate) for k in slots)
+            times = [self.start + (stats.pts[k] if exact else k / rate) for k in slots]
         else:  # the source frame each slot shows; nominal slot times if the log does not add up
             shown = slot_sources(stats.pts, self.steady_rate, stats.last_duration)
             if len(shown) != written:
@@ -350,7 +416,7 @@ class Job:
                               f"which of its pictures each one is.{repeats} index.json gives every frame its "
                               "nominal time, start + k / fps.")
                 shown = [k / self.steady_rate for k in range(written)]
-            times = (self.start + shown[k] for k in slots)
+            times = [self.start + shown[k] for k in slots]
         header = {
             "count": len(slots),
             "fps": self.fps,
@@ -364,13 +430,30 @@ class Job:
             "decoded_source_frames": len(stats.pts) if self.source_rate else stats.fps_in,
             "decode_errors": stats.decode_errors,
             "chain": [{"use": step.name, "options": opts} for step, opts in self.chain],
+            "shots": None if starts is None else len(starts),
+            "kept": len(slots) if kept is None else sum(kept),
+            "dedupe": self.dedupe,
         }
+        shot = shot_of(starts, len(times)) if starts is not None else None
+        if starts is not None:  # before index.json, whose presence means "complete"
+            step = 1 / (float(self.info.fps or 25) if self.source_rate else self.steady_rate)
+            with atomic_path(self.out / "shots.json") as tmp:
+                shots = shot_list(starts, times, step, self.info.fps, kept)
+                tmp.write_text(json.dumps({"film": self.film.name, "rate": self.info.fps, "shots": shots}, indent=1))
         with atomic_path(self.out / "index.json") as tmp, open(tmp, "w") as f:
             f.write(json.dumps(header, indent=1, default=str)[:-2] + ',\n "frames": [')
             for i, t in enumerate(times, 1):
-                entry = {"index": i, "file": f"{i:06d}.{self.ext}", "time": round(t, 6)}
+                entry: dict[str, Any] = {"index": i, "file": f"{i:06d}.{self.ext}", "time": round(t, 6)}
+                if shot is not None:
+                    entry["shot"] = int(shot[i - 1])
+                if kept is not None:
+                    entry["kept"] = kept[i - 1]
                 f.write(("\n  " if i == 1 else ",\n  ") + json.dumps(entry))
             f.write("\n ]\n}\n")
+        parts = [f"{len(times)} frames"] + ([f"{len(starts)} shot{'s' * (len(starts) != 1)}"] if starts else [])
+        if kept is not None:
+            parts.append(f"kept {sum(kept)} (dropped {len(kept) - sum(kept)} near copies)")
+        self.ctx.log(", ".join(parts))
 
 
 # --- helpers shared by both paths -------------------------------------------------------------------
@@ -489,14 +572,19 @@ def register_commands(cli: Any) -> None:
 
     @cli.command("probe")
     @click.argument("film", type=click.Path(path_type=Path))
-    def probe_command(film: Path) -> None:
-        """Show what CineML sees in FILM: size, aspect ratio, frame rate, field order, duration, audio."""
+    @click.option("--shots", is_flag=True, help="Also find the film's shots (one decode pass) and list them.")
+    @click.option("--fps", type=float, default=12.0, show_default=True,
+                  help="With --shots: the frame rate to look at, as [extract] fps.")
+    def probe_command(film: Path, shots: bool, fps: float) -> None:
+        """Show what CineML sees in FILM: size, aspect ratio, frame rate, field order, duration, audio;
+        with --shots, every shot with its first and last frame (at --fps), times and timecode."""
         from rich.console import Console
         from rich.markup import escape
         from rich.table import Table
 
         try:
             info = probe(film)
+            found = _probe_shots(film, info, fps) if shots else None
         except CinemlError as exc:
             raise click.ClickException(str(exc)) from exc
         console = Console()
@@ -516,3 +604,17 @@ def register_commands(cli: Any) -> None:
         for key, value in rows:
             table.add_row(key, escape(value))  # "[extract]" is text, not markup
         console.print(table)
+        if found is not None:
+            listing = Table("shot", "frames", "start", "end", "timecode", title=f"{len(found)} shots at {fps:g} fps")
+            for shot in found:
+                listing.add_row(str(shot["shot"] + 1), f"{shot['first']}-{shot['last']}", f"{shot['start']:.2f} s",
+                                f"{shot['end']:.2f} s", shot["timecode"])
+            console.print(listing)
+
+
+def _probe_shots(film: Path, info: VideoInfo, fps: float) -> list[dict[str, Any]]:
+    from cineml import Progress
+
+    total = None if info.duration is None else fps_frame_count(info.duration, fps)
+    with Progress()("Finding shots", total=total, unit="frames") as bar:
+        return film_shots(film, fps, bar)

@@ -35,7 +35,7 @@ from cineml import (
     parse_color,
 )
 
-LABELS = ("none", "index", "kimg", "seed", "time")
+LABELS = ("none", "index", "kimg", "seed", "time", "timecode", "shot")
 
 
 def color_option(name: str, default: Any, help: str, auto: bool = False) -> Option:
@@ -83,8 +83,8 @@ GRID_OPTIONS = [
     Option("gutter", int, 8, "Space between tiles, in pixels.", min=0),
     Option("margin", int, 16, "Space around the whole grid, in pixels.", min=0),
     color_option("background", "black", "Colour behind the tiles and of empty cells."),
-    Option("labels", str, "none", "Caption each tile with its index, kimg, seed or film time.",
-           choices=LABELS),
+    Option("labels", str, "none", "Caption each tile with its index, kimg, seed, film time (mm:ss.hh), timecode "
+           "(hh:mm:ss:ff at the film's rate) or shot (its number and first timecode).", choices=LABELS),
     Option("label_size", int, 0, "Caption height in pixels; 0 scales with the tile.", min=0),
     Option("fit", str, "contain", "contain: whole image with bars; cover: fill and crop; stretch.",
            choices=("contain", "cover", "stretch")),
@@ -168,7 +168,7 @@ def fakes_grid(images: list[Image.Image], columns: int = 0, rows: int = 0, tile_
 # 35 mm cine film, in millimetres (the frame's width runs across the film).
 FRAME_ACROSS = 24.89
 PERF_ACROSS, PERF_ALONG, PERF_EDGE = 2.79, 1.98, 2.01
-EDGE_CODES = ("none", "frame", "index", "kimg", "seed", "time")
+EDGE_CODES = ("none", "frame", "index", "kimg", "seed", "time", "timecode", "shot")
 
 FILMSTRIP_OPTIONS = [
     Option("orientation", str, "horizontal", "Frames run left to right, or top to bottom.",

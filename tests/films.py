@@ -137,3 +137,30 @@ def source_times(film: Path) -> list[float]:
     import re
 
     return [float(t) for t in re.findall(r"pts_time:(\S+)", proc.stderr)]
+
+
+#: Where the shots of :func:`cut_film` start (seconds): hard cut, hard cut, out of a dip to black, hard cut, hard
+#: cut. Inside them: a 2-frame white flash (5.5 s), a slow pan (5-9 s), a frozen still (11.5-16.5 s).
+CUT_FILM_CUTS = (2.0, 5.0, 9.5, 11.5, 16.5)
+
+
+def cut_film(path: Path, size: tuple[int, int] = (160, 120)) -> Path:
+    """An 18.5 s film at 25 fps whose shots start at ``CUT_FILM_CUTS``, with everything a cut detector
+    must not call a cut: a flash, a slow pan, fades to and from black, a frozen still (identical frames)."""
+    w, h = size
+    shots = [
+        f"testsrc2=size={w}x{h}:rate=25:duration=2",
+        f"smptehdbars=size={w}x{h}:rate=25:duration=3,noise=alls=12:allf=t,"
+        "lutyuv=y=250:enable='between(t,0.5,0.579)'",  # a 2-frame flash at 5.5 s
+        f"nullsrc=size={3 * w}x{h}:rate=25:duration=4,geq=lum='128+60*sin(X/11)+50*cos(Y/5+X/23)':cb=128:cr=128,"
+        f"crop={w}:{h}:x='t*{2 * w / 4}':y=0,fade=out:st=3.5:d=0.5",  # a pan across, fading out
+        f"color=black:size={w}x{h}:rate=25:duration=0.5",
+        f"testsrc=size={w}x{h}:rate=25:duration=2,hue=s=0,fade=in:st=0:d=0.5",
+        f"rgbtestsrc=size={w}x{h}:rate=25:duration=5",  # a frozen still
+        f"mandelbrot=size={w}x{h}:rate=25,trim=duration=2",
+    ]
+    chains = ";".join(f"{src},format=yuv420p,setsar=1,settb=1/25[s{i}]" for i, src in enumerate(shots))
+    joined = "".join(f"[s{i}]" for i in range(len(shots)))
+    ffmpeg("-filter_complex", f"{chains};{joined}concat=n={len(shots)}:v=1:a=0[v]", "-map", "[v]",
+           "-c:v", "libx264", "-preset", "ultrafast", "-crf", "18", "-pix_fmt", "yuv420p", str(path))
+    return path

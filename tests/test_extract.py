@@ -227,7 +227,7 @@ def test_index_json_describes_the_set(tmp_path: Path) -> None:
     assert (index["width"], index["height"], index["format"]) == (64, 64, "webp")
     assert index["source"]["width"] == 160 and index["source"]["fps"] == 25 and index["source"]["audio"]
     assert index["chain"] == [{"use": "letterbox", "options": LB_OPTS}]
-    assert index["frames"][3] == {"index": 4, "file": "000004.webp", "time": 0.32}  # the 25 fps frame shown
+    assert index["frames"][3] == {"index": 4, "file": "000004.webp", "time": 0.32, "shot": 0}  # the 25 fps frame shown
     assert all((out / f["file"]).is_file() for f in index["frames"])
     assert Image.open(out / "000001.webp").size == (64, 64)
     stamp = (out / "index.json").stat().st_mtime_ns
@@ -306,7 +306,7 @@ SCRIPT = textwrap.dedent("""
     step = Letterbox() if path == "fast" else Slow()
     opts = {"size": 256 if path == "fast" else 64, "fill": "black", "resample": "lanczos",
             "grayscale": False}
-    ctx = make_context(out.parent, ex, options={"fps": "source", "format": "png"},
+    ctx = make_context(out.parent, ex, options={"fps": "source", "format": "png", "dedupe": 3.0},
                        inputs={"source": film}, output=out)
     ex.extract(ctx, [(step, opts)])
 """)
@@ -337,10 +337,13 @@ def test_resume_after_kill_equals_a_clean_run(tmp_path: Path, path: str) -> None
     clean = tmp_path / "clean"
     subprocess.run([*run, str(clean), path], check=True)
     a, b = frames(staging), frames(clean)
-    assert [p.name for p in a] == [p.name for p in b] and len(a) == 250
+    index = json.loads((clean / "index.json").read_text())
+    assert [p.name for p in a] == [p.name for p in b] and len(a) == index["kept"] and index["count"] == 250
+    assert 0 < index["kept"] < 250  # the near copies dedupe drops are dropped alike
     assert all(pa.read_bytes() == pb.read_bytes() for pa, pb in zip(a, b))
-    assert (staging / "index.json").read_text() == (clean / "index.json").read_text()
-    assert not [p for p in staging.iterdir() if p.name.endswith(".tmp")]
+    for name in ("index.json", "shots.json"):
+        assert (staging / name).read_text() == (clean / name).read_text()
+    assert not [p for p in staging.iterdir() if p.name.endswith(".tmp") or p.name.startswith(".thumbs")]
 
 
 def test_missing_film_is_a_clear_error(tmp_path: Path) -> None:

@@ -77,6 +77,24 @@ def test_reason_names_the_changed_option(toy_project):
     assert plan["extract"] == (False, "up to date")
 
 
+def test_an_option_a_newer_plugin_adds_reruns_nothing_until_it_is_set(tmp_path, monkeypatch):
+    """Upgrading CineML (or a plugin) that declares a new option, at its default, keeps every stage up to date."""
+    from films import make_film
+
+    from cineml.api import Option
+    from cineml_plugins.extract_fps import FpsExtractor
+
+    make_film(tmp_path / "film.mp4", frames=10)
+    manifest = tmp_path / "project.toml"
+    manifest.write_text('[project]\nsource = "film.mp4"\n\n[extract]\nfps = 5\n')
+    run(manifest)
+    monkeypatch.setattr(FpsExtractor, "options", (*FpsExtractor.options, Option("sharpen", bool, False, "New.")))
+    assert plan_of(manifest)["extract"] == (False, "up to date")
+    assert plan_of(manifest, "extract.sharpen=true")["extract"] == (True, "changed: sharpen: None -> True")
+    run(manifest, "extract.sharpen=true")
+    assert plan_of(manifest)["extract"] == (True, "changed: sharpen: True -> False")  # back to the default: a change
+
+
 def test_edited_footage_reruns_extract(toy_project):
     film = toy_project.parent / "footage/film.txt"
     film.parent.mkdir()

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cineml import CinemlError, atomic_path, flatten
+from cineml import CinemlError, atomic_path, flatten, frame_facts
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 CACHE_NAME = "dataset-cache.u8"
@@ -96,10 +96,22 @@ def _decode(path: Path, channels: int, resolution: int) -> np.ndarray:
 class FrameDataset:
     """uint8 frames [N, C, R, R] in a memmap; ``len`` counts x-flipped copies when ``mirror`` is on."""
 
-    def __init__(self, array: np.ndarray, mirror: bool = False) -> None:
+    def __init__(self, array: np.ndarray, mirror: bool = False, shots: np.ndarray | None = None) -> None:
         self.array = array
         self.num_frames, self.channels, self.resolution, _ = array.shape
         self.mirror = mirror
+        self.shots = shots  # each frame's shot (from the extractor's index.json), or None where it gives none
+
+    def weights(self, balance: str) -> np.ndarray | None:
+        """How often to draw each dataset index: None (evenly) for ``"frame"``; for ``"shot"`` 1 / the length of
+        the frame's shot, so every shot is drawn equally often whatever its length."""
+        if balance == "frame":
+            return None
+        if self.shots is None:
+            raise CinemlError("balance = \"shot\" needs each frame's shot, and the frames' index.json gives none.")
+        _, inverse, counts = np.unique(self.shots, return_inverse=True, return_counts=True)
+        weights = 1.0 / counts[inverse]
+        return np.tile(weights, 2) if self.mirror else weights
 
     def __len__(self) -> int:
         return self.num_frames * (2 if self.mirror else 1)
@@ -127,6 +139,9 @@ def open_frames(folder: Path, cache_dir: Path, mirror: bool = False,
     folder = Path(folder)
     files = list_frames(folder)
     resolution, channels = inspect_frames(files, folder)
+    facts = frame_facts(folder)
+    found = [facts.get(p.name, {}).get("shot") for p in files]
+    shots = np.array(found, dtype=np.int64) if files and None not in found else None
     info = _fingerprint(files, resolution, channels)
     shape = (len(files), channels, resolution, resolution)
     cache, info_path = cache_dir / CACHE_NAME, cache_dir / CACHE_INFO
@@ -136,7 +151,7 @@ def open_frames(folder: Path, cache_dir: Path, mirror: bool = False,
         except ValueError:
             same = False
         if same and cache.stat().st_size == int(np.prod(shape)):
-            return FrameDataset(np.memmap(cache, dtype=np.uint8, mode="r", shape=shape), mirror)
+            return FrameDataset(np.memmap(cache, dtype=np.uint8, mode="r", shape=shape), mirror, shots)
     gray = " grayscale" if channels == 1 else ""
     plural = "s" if len(files) != 1 else ""
     log(f"Reading {len(files)}{gray} frame{plural} of {resolution}x{resolution} from {folder} into {cache.name}")
@@ -154,7 +169,7 @@ def open_frames(folder: Path, cache_dir: Path, mirror: bool = False,
         del mm
     with atomic_path(info_path) as tmp:
         tmp.write_text(json.dumps(info))
-    return FrameDataset(np.memmap(cache, dtype=np.uint8, mode="r", shape=shape), mirror)
+    return FrameDataset(np.memmap(cache, dtype=np.uint8, mode="r", shape=shape), mirror, shots)
 
 
 def remove_cache(cache_dir: Path) -> None:

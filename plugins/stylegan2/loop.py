@@ -80,7 +80,7 @@ class TrainingLoop:
             self.loss.D_main = cast(torch.nn.Module, torch.compile(self.D))
         self.G_opt = self._adam(self.G, s.g_reg_interval)
         self.D_opt = self._adam(self.D, s.d_reg_interval)
-        self.sampler = Sampler(len(dataset), s.seed)
+        self.sampler = Sampler(len(dataset), s.seed, weights=dataset.weights(s.balance))
         self.nimg = 0  # images shown so far (all ranks together)
         self.step_idx = 0
         self.snapshot_nimg = 0  # nominal image count of the last snapshot
@@ -277,7 +277,8 @@ class TrainingLoop:
             epoch, cursor = epoch + 1, 0
             if data.get("frames", self.dataset.num_frames) != self.dataset.num_frames:
                 self.frames_changed = (int(data["frames"]), self.dataset.num_frames)
-        self.sampler = Sampler(len(self.dataset), self.settings.seed, epoch, cursor)
+        self.sampler = Sampler(len(self.dataset), self.settings.seed, epoch, cursor,
+                               self.dataset.weights(self.settings.balance))
         same_world = int(state.get("world", 1)) == self.world
         if self.rank == 0:
             torch.set_rng_state(tensors["rng.torch"])
@@ -323,15 +324,24 @@ class TrainingLoop:
 
 
 class Sampler:
-    """Endless shuffled passes over the dataset; its whole state is (epoch, cursor)."""
+    """Endless passes over the dataset; its whole state is (epoch, cursor).
 
-    def __init__(self, size: int, seed: int, epoch: int = 0, cursor: int = 0) -> None:
+    A pass is a shuffle of every index, or with ``weights`` ``size`` draws with those relative weights (with
+    replacement): either way a function of (seed, epoch) alone, so a resumed run draws what the run it
+    continues would have drawn.
+    """
+
+    def __init__(self, size: int, seed: int, epoch: int = 0, cursor: int = 0,
+                 weights: np.ndarray | None = None) -> None:
         self.size, self.seed, self.epoch, self.cursor = size, seed, epoch, cursor
+        self.p = None if weights is None else np.asarray(weights, dtype=np.float64) / np.sum(weights)
         self._perm: tuple[int, np.ndarray] | None = None
 
     def _permutation(self) -> np.ndarray:
         if self._perm is None or self._perm[0] != self.epoch:
-            self._perm = (self.epoch, np.random.default_rng([self.seed, self.epoch]).permutation(self.size))
+            rng = np.random.default_rng([self.seed, self.epoch])
+            drawn = rng.permutation(self.size) if self.p is None else rng.choice(self.size, self.size, p=self.p)
+            self._perm = (self.epoch, drawn)
         return self._perm[1]
 
     def take(self, count: int) -> np.ndarray:

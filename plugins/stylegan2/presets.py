@@ -87,6 +87,10 @@ TRAIN_OPTIONS = (
     Option("lr", float, None, min=0, help=f"Adam learning rate of G and D {_PRESET}."),
     Option("ema_kimg", float, None, min=0, help=f"Half-life of the generator's moving average {_PRESET}."),
     Option("mirror", bool, False, help="Also train on left-right mirrored frames (doubles the data)."),
+    Option("balance", str, "frame", choices=("frame", "shot"),
+           help="frame: every frame as often as any other; shot: every shot as often as any other (each frame "
+                "drawn with weight 1 / its shot's length), so a few long takes do not dominate. shot needs frames "
+                "extracted with [extract] shots = true."),
     Option("seed", int, None, help="Random seed (default: the project's seed)."),
     Option("channel_base", int, None, min=16,
            help=f"Feature maps per layer are min(channel_base / resolution, channel_max) {_PRESET}."),
@@ -170,6 +174,7 @@ class Settings:
     ema_rampup: float | None
     mirror: bool
     seed: int
+    balance: str  # "frame" or "shot"
     keep: int
     device: str
     grid: tuple[int, int]
@@ -327,6 +332,7 @@ def resolve(options: dict[str, Any], resolution: int, img_channels: int, project
         ema_kimg=float(pick("ema_kimg")),
         ema_rampup=None if options.get("resume") else spec["ema_rampup"],
         mirror=bool(given(options, "mirror")), seed=int(project_seed if seed is None else seed),
+        balance=str(given(options, "balance")),
         keep=int(given(options, "keep")), device=device,
         grid=(int(grid[0]), int(grid[1])),
         resume=None if options.get("resume") is None else str(options["resume"]),

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from cineml import CinemlError, Progress, StageContext, atomic_path
+from cineml import CinemlError, Progress, StageContext, atomic_path, frame_facts
 
 from . import checkpoints as ckpt
 from .cpu_share import CpuShare
@@ -51,6 +51,11 @@ def run_training(ctx: StageContext, sync: Sync, device: torch.device) -> Trainin
     # The frames cache is decoded by rank 0, then by the first process of each other machine, then the
     # rest find it ready (a shared file system sees one cache; local disks one per machine).
     frames, mirror = Path(ctx.inputs["frames"]), bool(opts.get("mirror"))
+    if opts.get("balance") == "shot" and not any(f.get("shot") is not None for f in frame_facts(frames).values()):
+        raise ctx.error("balance", f"\"shot\" draws every shot equally often, but {frames / 'index.json'} gives the "
+                                   "frames no shots (they were extracted with [extract] shots = false, or by an "
+                                   "extractor that does not find shots). Set shots = true in [extract] and run again, "
+                                   "or use balance = \"frame\".")
     dataset = None
     for turn in (main, not main and info.local_rank == 0, info.local_rank != 0):
         if turn:
