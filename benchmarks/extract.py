@@ -5,11 +5,11 @@
 
 Makes testsrc2 films (768x576 square pixels, and 720x576 at SAR 16:15 = 4:3 displayed), then times
 extract + letterbox to 512² JPEG (12 fps, quality 90 = ``-q:v 2``; also greyscale, the reference film's
-setting, which takes the Python path) against one hand-written ffmpeg
-command, best of ``--repeat`` alternating runs, and prints the ratio (target <= 1.1). Peak memory
-is measured per run in a fresh child process: its own peak RSS plus the largest ffmpeg child's
-(``RUSAGE_CHILDREN``), for a short and a long film, on the ffmpeg path and the Python fallback
-path; it must not grow with the film's length.
+setting, which takes the Python path) against one hand-written ffmpeg command, best of ``--repeat``
+alternating runs, and prints the ratio (target <= 1.1); then the cost of shot detection and dedupe
+against the same extraction without them (goal <= 1.10). Peak memory is measured per run in a fresh
+child process: its own peak RSS plus the largest ffmpeg child's (``RUSAGE_CHILDREN``), for a short and
+a long film, on the ffmpeg path and the Python fallback path; it must not grow with the film's length.
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ def make_film(path: Path, seconds: float, size: str, sar: str) -> Path:
 def child(kind: str, film: str, out: str) -> None:
     """Run one job and print {"seconds", "self_kb", "children_kb"} as JSON."""
     out_dir = Path(out)
-    gray = kind.endswith("-gray")  # the reference film's setting: one-channel frames
-    kind = kind.removesuffix("-gray")
+    flags = set(kind.split("-")[1:])  # gray: the reference film's setting (one-channel frames); noshots, dedupe
+    kind, gray = kind.split("-")[0], "gray" in flags
     if kind == "ffmpeg":
         sar = "scale=iw*sar:ih,setsar=1," if "sar" in Path(film).name else ""
         graph = (f"fps=12,{sar}scale={SIZE}:{SIZE}:force_original_aspect_ratio=decrease:flags=lanczos,"
@@ -68,14 +68,16 @@ def child(kind: str, film: str, out: str) -> None:
 
         step: Preprocessor = Letterbox() if kind == "cineml" else PythonLetterbox()
         ex = FpsExtractor()
-        ctx = make_context(out_dir.parent, ex, options={"fps": 12, "format": "jpg", "quality": 90},
-                           inputs={"source": Path(film)}, output=out_dir)
+        options = {"fps": 12, "format": "jpg", "quality": 90, "shots": "noshots" not in flags,
+                   "dedupe": 2.0 if "dedupe" in flags else 0.0}
+        ctx = make_context(out_dir.parent, ex, options=options, inputs={"source": Path(film)}, output=out_dir)
         ctx.log = ctx.warn = lambda msg: None
         opts = {"size": SIZE, "fill": "black", "resample": "lanczos", "grayscale": gray}
         start = time.perf_counter()
         ex.extract(ctx, [(step, opts)])
         seconds = time.perf_counter() - start
-    frames = len(list(out_dir.glob("*.jpg")))
+    index = out_dir / "index.json"
+    frames = json.loads(index.read_text())["count"] if index.exists() else len(list(out_dir.glob("*.jpg")))
     print(json.dumps({"seconds": seconds, "frames": frames,
                       "self_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                       "children_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))
@@ -131,6 +133,21 @@ def main() -> None:
         assert base["frames"] == ours["frames"], (base, ours)
         print(f"{name:<20}{ours['frames']:>7}{base['seconds']:>11.2f}s{ours['seconds']:>9.2f}s"
               f"{ours['seconds'] / base['seconds']:>8.3f}", flush=True)
+
+    print(f"\nShots and dedupe: CineML with shot detection (the default), and with dedupe = 2 too, against CineML "
+          f"with shots = false; best of {args.repeat}")
+    print(f"{'film':<20}{'frames':>7}{'no shots':>10}{'shots':>9}{'ratio':>8}{'+dedupe':>9}{'ratio':>8}")
+    for name, film, suffix in cases[::2]:
+        best = {}
+        for _ in range(args.repeat):
+            for kind in ("cineml-noshots", "cineml", "cineml-dedupe"):
+                run = measure(kind + suffix, film, work)
+                if kind not in best or run["seconds"] < best[kind]["seconds"]:
+                    best[kind] = run
+        base = best["cineml-noshots"]["seconds"]
+        shots, dedupe = best["cineml"]["seconds"], best["cineml-dedupe"]["seconds"]
+        print(f"{name:<20}{best['cineml']['frames']:>7}{base:>9.2f}s{shots:>8.2f}s{shots / base:>8.3f}"
+              f"{dedupe:>8.2f}s{dedupe / base:>8.3f}", flush=True)
 
     if long_film is None:
         return

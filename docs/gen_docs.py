@@ -57,6 +57,42 @@ def builtin(registry, plugin: str) -> bool:
     return info is not None and info.origin == "builtin"
 
 
+SHOTS = """## Shots, near copies and balance
+
+A film is made of shots, and a few long, still takes can fill most of its frames. The `fps` extractor finds
+the shots in the same decode pass that writes the frames (`shots = true`, the default): ffmpeg also writes a
+32x32 grey thumbnail of every frame. A frame starts a new shot when the layout of the picture changed from
+the frame before (compared with both normalised to the same brightness and contrast, so fades and flicker
+are no cut) by three times as much as the median change of its two neighbours on each side (so camera
+motion is no cut), when its grey levels changed by at least 8 on average, and when no picture of the
+quarter second before comes back in the quarter second after (so a flash is no cut). A dip to black
+between two different pictures is a cut where the picture starts to come back. Shots last at least half a
+second. Tested on films with hard cuts, a flash, a pan, fades to and from black and a frozen still, at 6,
+12, 23.976 and 24 fps: every cut within one frame, nothing else.
+
+* `frames/shots.json` lists every shot: `shot` (from 0), `first` and `last` frame (1-based, as the files are
+  numbered), `start` and `end` in seconds of the film, `timecode` (`hh:mm:ss:ff` at the film's own frame
+  rate, non-drop-frame), `frames` and `kept`. `frames/index.json` gives every frame its `shot`.
+  `cineml probe FILM --shots` prints the list without extracting anything.
+* `dedupe = 3` drops a frame whose thumbnail differs from the last kept frame *of the same shot* by less
+  than 3 grey levels on average (0-255): a frozen still becomes one frame, a still take with film grain a
+  handful, a pan keeps a frame each time the view has moved enough. The first frame of a shot is always kept.
+  Dropped frames stay listed in index.json with `"kept": false` (their numbers are not reused, so frame
+  numbers still tell the time); the run says "9408 frames, 212 shots, kept 3120 (dropped 6288 near
+  copies)", for example. `dedupe = 0` (the default) keeps every frame.
+* `[train] balance = "shot"` draws every shot equally often: each frame with weight 1 / the length of its
+  shot, so the network spends as long on a 2-second shot as on a 2-minute one. `"frame"` (the default) draws
+  every frame equally often.
+* `[[compose]] one_per_shot = true` takes the middle frame of each shot: with `use = "grid"`,
+  `input = "frames"` and `labels = "shot"` it is a shot contact sheet, each tile labelled with its shot's
+  number and first timecode. Labels also take `"timecode"` (the frame's own `hh:mm:ss:ff`).
+
+A project extracted before shots existed keeps its frames (nothing re-runs on an upgrade); run
+`cineml run project.toml --force extract` to find its shots.
+
+""".splitlines()
+
+
 def manifest_page() -> str:
     """Every stage and every option of every built-in implementation, from their declarations."""
     from cineml.manifest import PROJECT_OPTIONS
@@ -81,6 +117,8 @@ def manifest_page() -> str:
         if row.chain:
             sections.append((f"[[{row.chain[0]}]]", row.chain[1], (), None))
     for title, kind, common, runner in sections:
+        if title == "[train]":
+            out += SHOTS
         out += [f"## `{title}`", ""]
         if common:
             out += [f"Every {title.strip('[]')} step takes these, whatever it uses:", "", *_option_table(common), "",

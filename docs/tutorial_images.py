@@ -16,6 +16,7 @@ PICTURES = {  # source in the demo folder -> (picture name, width)
     "train/fakes000005.png": ("fakes-5kimg.jpg", 512),
     "train/fakes000010.png": ("fakes-10kimg.jpg", 512),
     "art/filmstrip.png": ("filmstrip.jpg", 800),
+    "art/shots.png": ("shots.jpg", 528),
     "art/generated-grid.png": ("generated-grid.jpg", 480),
     "art/windows.png": ("windows.jpg", 600),
 }

@@ -111,7 +111,7 @@ class FpsExtractor(Extractor):
         Option("format", str, "jpg", "image format of the frames", choices=("jpg", "png", "webp")),
         Option("quality", int, 90, "JPEG/WebP quality (90 is ffmpeg -q:v 2)", min=1, max=100),
         Option("shots", bool, True, "find the film's shots in the same pass: frames/shots.json lists them, index.json "
-               "gives each frame its shot (see docs/manifest.md#shots)"),
+               "gives each frame its shot (see docs/manifest.md, Shots)"),
         Option("dedupe", float, 0.0, "drop a frame that differs from the last kept frame of its shot by less than this "
                "many grey levels (mean over a 32x32 thumbnail, 0-255); 0 keeps every frame, 2-4 thins still takes",
                min=0, max=255),

@@ -56,8 +56,9 @@ def test_demo_runs_every_stage(tmp_path):
     assert len(fakes) == 4  # untrained + 3 snapshots
     assert len(list((folder / "generated").glob("seed*.png"))) == 12
     art = folder / "art"
-    for name in ("generated-grid.png", "filmstrip.png", "windows.png"):
+    for name in ("generated-grid.png", "filmstrip.png", "windows.png", "shots.png"):
         assert (art / name).stat().st_size > 1000
+    assert len(json.loads((folder / "frames" / "shots.json").read_text())["shots"]) == 6  # the film's six shots
     assert frame_count(art / "fakes.mp4") == 4
     assert frame_count(art / "windows.mp4") == 2  # 24 walk frames over 12 windows
     assert json.loads((folder / "run.json").read_text())["status"] == "finished"

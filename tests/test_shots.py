@@ -44,8 +44,8 @@ def read(out: Path, name: str) -> dict:
     return json.loads((out / name).read_text())
 
 
-@pytest.mark.parametrize("fps", [12, 10])
-def test_every_cut_is_found_within_a_frame_and_nothing_else(tmp_path: Path, film: Path, fps: int) -> None:
+@pytest.mark.parametrize("fps", [12, 6, 24, 23.976])  # 24 from 25 fps skips a frame a second: a jerk in the pan
+def test_every_cut_is_found_within_a_frame_and_nothing_else(tmp_path: Path, film: Path, fps: float) -> None:
     """Hard cuts and a dip to black are cuts; a white flash, a slow pan, the fades and a frozen still are not."""
     out = extract(tmp_path, film, fps=fps)
     shots = read(out, "shots.json")["shots"]
@@ -58,7 +58,7 @@ def test_every_cut_is_found_within_a_frame_and_nothing_else(tmp_path: Path, film
         frames = index["frames"][shot["first"] - 1:shot["last"]]
         assert {f["shot"] for f in frames} == {shot["shot"]} and shot["frames"] == len(frames)
         assert shot["start"] == frames[0]["time"] and shot["timecode"] == smpte_timecode(shot["start"], 25)
-    assert shots[1]["timecode"] == "00:00:02:01" and shots[-1]["end"] == pytest.approx(18.52, abs=0.05)
+    assert shots[-1]["end"] == pytest.approx(18.52, abs=0.05)
     assert "log" not in out.name and f"{index['count']} frames, {len(shots)} shots" in (out / "log.txt").read_text()
     assert not list(out.glob(".thumbs*"))
 
