@@ -46,6 +46,7 @@ name = "{name}"
 [extract]
 use = "fps"
 fps = <<extract.fps>>             # frames kept per second of film (784 s at 12 fps -> 9408 frames)
+# dedupe = 3         # drop near copies inside a shot (long still takes); frames/shots.json lists the shots
 
 [[preprocess]]
 use = "letterbox"    # pad every frame to a power-of-two square with black bars; never crops
@@ -57,6 +58,7 @@ use = "stylegan2"
 config = <<train.config>>      # "auto", "paper256" or "stylegan2" (config-f) on a GPU
 kimg = <<train.kimg>>           # thousands of images shown to the discriminator
 snapshot_kimg = <<train.snapshot_kimg>> # a fakes grid and a checkpoint this often
+# balance = "shot"   # every shot as often as any other, however long it is
 
 [generate]
 use = "stylegan2"    # sample the trained network (the last snapshot)
@@ -73,7 +75,7 @@ output = "fakes.mp4"
 [[compose]]
 use = "grid"         # a contact sheet of the film's frames
 input = "frames"
-count = 16
+count = 16           # or one_per_shot = true and labels = "shot": a shot contact sheet
 output = "frames-grid.png"
 
 [[compose]]
