@@ -11,13 +11,14 @@ import contextlib
 import datetime as _dt
 import difflib
 import math
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .api import CinemlError, Option, Project, Step
-from .stages import BY_TABLE, STAGES, Stage, StageId, stage_of, upstream
+from .stages import BY_TABLE, NAMED_INPUTS, STAGES, Stage, StageId, stage_of, upstream
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -190,7 +191,7 @@ def load_project(path: str | Path, registry: Registry, overrides: Sequence[str] 
         file = file / "project.toml"
     data = read_toml(file)
     root = file.parent
-    arrays = [s.table for s in STAGES if s.steps] + [s.chain[0] for s in STAGES if s.chain]
+    arrays = [s.table for s in STAGES if s.steps and not s.single] + [s.chain[0] for s in STAGES if s.chain]
     for key in arrays:  # one [preprocess] table is a list of one: -S preprocess.0.size
         if isinstance(data.get(key), dict):
             data[key] = [data[key]]
@@ -278,7 +279,7 @@ def _bind_tables(file: Path, root: Path, data: dict[str, Any], registry: Registr
 
     seen: dict[str, str] = {}  # output files of array steps -> the step writing them
     for row in STAGES:
-        tables = _tables(data, row.table, row.steps, file)
+        tables = _tables(data, row.table, row.steps, file, row.single)
         chain_tables = _tables(data, row.chain[0], True, file) if row.chain else []
         if not tables and not chain_tables:
             continue
@@ -291,13 +292,15 @@ def _bind_tables(file: Path, root: Path, data: dict[str, Any], registry: Registr
     return project
 
 
-def _tables(data: dict[str, Any], key: str, array: bool, file: Path) -> list[tuple[str, dict[str, Any]]]:
+def _tables(data: dict[str, Any], key: str, array: bool, file: Path,
+            single: bool = False) -> list[tuple[str, dict[str, Any]]]:
     """The manifest's tables for ``key`` with their key paths: ``[("train", {...})]``, or for an array of
-    tables ``[("compose[0]", {...}), ...]`` (a single ``[compose]`` table counts as an array of one)."""
+    tables ``[("compose[0]", {...}), ...]`` (a single ``[compose]`` table counts as an array of one, unless
+    the stage takes a ``single`` table as itself: ``[generate]``)."""
     value = data.get(key)
     if value is None:
         return []
-    if not array:
+    if not array or single and isinstance(value, dict):
         if not isinstance(value, dict):
             raise _fail(file, key, f"expected a table: [{key}]")
         return [(key, value)]
@@ -331,10 +334,29 @@ def _bind_step(row: Stage, where: str, values: dict[str, Any], chain_tables: lis
         raise CinemlError("\n".join(problems))
     if layout is not None:
         options["layout"] = name
-    if row.steps and row.output:
+    if row.steps and row.is_file:
         _check_output_file(row, impl, name, common["output"], where, root, file, seen)
-    return Step(StageId.of(row.table, common["output"] if row.steps else None), where, impl, {**common, **options},
-                chain=chain, layout=layout)
+    elif row.steps:
+        _check_step_name(row, common[row.step_key], where, file, seen)
+    return Step(StageId.of(row.table, common[row.step_key] if row.steps else None), where, impl,
+                {**common, **options}, chain=chain, layout=layout)
+
+
+def _check_step_name(row: Stage, name: str | None, where: str, file: Path, seen: dict[str, str]) -> None:
+    """A folder step of an array ([[generate]]) needs its own plain name: it is its folder under the stage's."""
+    key = f"{where}.{row.step_key}"
+    if name is None:
+        if "[" in where:
+            raise _fail(file, key, f"missing; every [[{row.table}]] step needs a name: its folder under "
+                                   f"{row.output}/, and what compose steps call its images (input = \"projection\").")
+        return
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name) or name in NAMED_INPUTS:
+        raise _fail(file, key, f"{name!r}: use a plain folder name of letters, digits, '-', '_' or '.' that is not "
+                               f"one of {', '.join(NAMED_INPUTS)} (e.g. \"projection\").")
+    if f"{row.table}:{name}" in seen:
+        raise _fail(file, key, f"{name!r} is already the name of {seen[f'{row.table}:{name}']}; give each "
+                               f"[[{row.table}]] step its own name.")
+    seen[f"{row.table}:{name}"] = where
 
 
 def _bind_plain(registry: Registry, kind: str, where: str, values: dict[str, Any], root: Path,
@@ -375,12 +397,16 @@ def _inside(root: Path, value: str, file: Path, key: str, must_exist: bool) -> P
 
 def _check_dependencies(project: Project, file: Path) -> None:
     """Every stage a step reads from is in the manifest (the film aside: the artist may supply it)."""
-    present = {StageId(s.stage).group for s in project.steps}
+    present = {s.stage for s in project.steps} | {StageId(s.stage).group for s in project.steps
+                                                  if not stage_of(s.stage).single}
     for step in project.steps:
         takes_images = stage_of(step.stage).takes_images
-        for needs in upstream(step):
+        for needs in upstream(step, project.steps):
             if needs != "source" and needs not in present:
                 if takes_images:
+                    named = [s for s in project.steps if StageId(s.stage).group == needs]
+                    also = (f" (its [[{needs}]] steps are named: use input = {named[0].options['name']!r})"
+                            if named and "name" in named[0].options else "")
                     raise _fail(file, f"{step.where}.input", f"{step.options['input']!r} comes from the [{needs}] "
-                                                              "stage, which the manifest does not have.")
+                                                              f"stage, which the manifest does not have{also}.")
                 raise _fail(file, step.where, f"needs the [{needs}] stage, which the manifest does not have.")

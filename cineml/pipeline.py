@@ -33,7 +33,17 @@ from .files import OWNED, exclusive, file_fingerprint, foreign_files, link_copy,
 from .manifest import _suggest
 from .plugins import Registry, notify
 from .progress import Progress
-from .stages import BY_TABLE, NAMED_INPUTS, STAGES, StageId, folder_inputs, output_path, stage_of, upstream
+from .stages import (
+    BY_TABLE,
+    STAGES,
+    StageId,
+    folder_inputs,
+    inputs_of,
+    named_inputs,
+    output_path,
+    stage_of,
+    upstream,
+)
 
 STATE_DIR = ".cineml"
 
@@ -163,34 +173,63 @@ class Pipeline:
     # --- planning --------------------------------------------------------------------------------
 
     def compose_images(self, step: Step) -> list[Path]:
-        """The images a compose step works on: its input resolved, sorted, then sampled."""
-        name = step.options["input"]
-        patterns = NAMED_INPUTS[name][1] if name in NAMED_INPUTS else (name,)
+        """The images a compose step works on: its input resolved and sorted (several inputs matched image by
+        image into rows), then sampled row by row, and handed over input after input."""
+        names = inputs_of(step)
+        streams = [self._resolve(name) for name in names]
+        rows: list[tuple[Path, ...]] = ([(p,) for p in streams[0]] if len(streams) == 1
+                                        else self._matched(step, names, streams))
+        o = step.options
+        if o["one_per_shot"]:
+            rows = self._one_per_shot(step, rows)
+        rows = rows[o["start"]:o["end"]][:: o["every"]]
+        rows = rows if o["count"] is None else evenly_spaced(rows, o["count"])
+        return [row[i] for i in range(len(streams)) for row in rows]
+
+    def _resolve(self, name: str) -> list[Path]:
+        """The files an input names (a named input, or a glob under the project), in natural order."""
+        named = named_inputs(self.project.steps)
+        patterns = named[name][1] if name in named else (name,)
         found: set[Path] = set()
         root = self.project.root
         for pattern in patterns:  # root_dir: a project folder named "Leth [1967]" is not a pattern
             found.update(root / p for p in _glob.glob(pattern, root_dir=root, recursive=True))
-        images = sorted((p for p in found if p.is_file()), key=_natural_key)
-        o = step.options
-        if o["one_per_shot"]:
-            images = self._one_per_shot(step, images)
-        images = images[o["start"]:o["end"]]
-        images = images[:: o["every"]]
-        return images if o["count"] is None else evenly_spaced(images, o["count"])
+        return sorted((p for p in found if p.is_file()), key=_natural_key)
 
-    def _one_per_shot(self, step: Step, images: list[Path]) -> list[Path]:
-        """The middle image of each shot, in shot order (shots from the index.json beside the frames)."""
+    def _matched(self, step: Step, names: list[str], streams: list[list[Path]]) -> list[tuple[Path, ...]]:
+        """Rows of one image per input: by frame number when every file is numbered (000123.png; the numbers
+        all inputs have), else by position (then every input must give as many)."""
+        key = f"{self.project.manifest_path}: {step.where}.input"
+        if all(p.stem.isdigit() for stream in streams for p in stream):
+            numbered = [{int(p.stem): p for p in stream} for stream in streams]
+            common = sorted(set.intersection(*(set(n) for n in numbered)))
+            if not common and all(streams):
+                raise CinemlError(f"{key}: {', '.join(map(repr, names))} have no frame number in common, so no "
+                                  "image of one can be matched with an image of the other. Re-make one of them from "
+                                  "the same frames (e.g. a projection of these frames).")
+            return [tuple(n[k] for n in numbered) for k in common]
+        counts = [len(stream) for stream in streams]
+        if len(set(counts)) > 1:
+            told = ", ".join(f"{name!r} {count}" for name, count in zip(names, counts))
+            raise CinemlError(f"{key}: a list of inputs is matched image by image, but they give different numbers "
+                              f"of images ({told}) and are not all numbered frames. Give inputs of the same length "
+                              "(globs can pick the same stretch of each).")
+        return list(zip(*streams))
+
+    def _one_per_shot(self, step: Step, rows: list[tuple[Path, ...]]) -> list[tuple[Path, ...]]:
+        """The middle row of each shot, in shot order (shots from the index.json beside the first input's frames)."""
         from .imaging import frame_facts
 
-        shots: dict[int, list[Path]] = {}
-        for path in images:
+        shots: dict[int, list[tuple[Path, ...]]] = {}
+        for row in rows:
+            path = row[0]
             shot = frame_facts(path.parent).get(path.name, {}).get("shot")
             if shot is None:
                 raise CinemlError(f"{self.project.manifest_path}: {step.where}.one_per_shot: {path} has no shot in "
                                   f"{path.parent / 'index.json'}. Use input = \"frames\" with [extract] shots = true "
                                   "(the default; run the extract stage again if it was off), or drop one_per_shot.")
-            shots.setdefault(shot, []).append(path)
-        return [paths[(len(paths) - 1) // 2] for _, paths in sorted(shots.items())]
+            shots.setdefault(shot, []).append(row)
+        return [group[(len(group) - 1) // 2] for _, group in sorted(shots.items())]
 
     def _work_key(self, step: Step, material: dict[str, Any]) -> str:
         """The fingerprint without the options that continue earlier work (``Option(continues=True)``),
@@ -258,8 +297,8 @@ class Pipeline:
         planned = []
         for step in self.project.steps:
             row = stage_of(step.stage)
-            inputs = {up: fingerprints[up] for up in upstream(step) if up in fingerprints}
-            if row.takes_images and step.options["input"] not in NAMED_INPUTS:
+            inputs = {up: fingerprints[up] for up in upstream(step, self.project.steps) if up in fingerprints}
+            if row.takes_images and not set(inputs_of(step)) <= set(named_inputs(self.project.steps)):
                 inputs["files"] = self._files_digest(self.compose_images(step))
             inputs.update(self._option_files(step, fingerprint_file))
             previous = state.get(step.stage)
@@ -281,7 +320,7 @@ class Pipeline:
             fingerprints[step.stage] = fp
             output = output_path(root, self.project.source, step.stage, step.options)
             forced = step.stage in forced_stages
-            ups_changed = [u for u in upstream(step) if u in changed]
+            ups_changed = [u for u in upstream(step, self.project.steps) if u in changed]
             detail = ""
             if step.stage not in selected:
                 why = Why.NOT_SELECTED
@@ -355,7 +394,8 @@ class Pipeline:
         try:
             for p in planned:
                 # Under torchrun every rank must run what the plan says: the other ranks cannot see the outputs.
-                if p.why is Why.UPSTREAM_RERUNS and not altered & set(upstream(p.step)) and not _under_torchrun():
+                reads = set(upstream(p.step, self.project.steps))
+                if p.why is Why.UPSTREAM_RERUNS and not altered & reads and not _under_torchrun():
                     p = dataclasses.replace(p, why=Why.UP_TO_DATE, detail="")
                 entry = {"stage": p.step.stage, "use": p.step.impl.name, "plugin": p.step.impl.plugin,
                          "version": p.step.impl.plugin_version, "fingerprint": p.fingerprint,

@@ -8,6 +8,7 @@ and layouts (which compose steps may name directly).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,9 @@ class Stage:
     method: str  # what the engine calls: method(ctx), plus the chain (``chain``) or the images (``takes_images``)
     output: str | None = None  # folder under the project it writes (file stages: the folder their files go in)
     is_file: bool = False  # each step writes one file (compose: its ``output`` option), not a folder
-    steps: bool = False  # an array of tables ([[compose]]): every table is a stage "<table>:<output>"
+    steps: bool = False  # an array of tables ([[compose]]): every table is a stage "<table>:<its step_key option>"
+    step_key: str = "output"  # the option that names each step of an array
+    single: bool = False  # a lone [table] is one unnamed step, the stage "<table>" (as before arrays existed)
     upstream: tuple[str, ...] = ()  # stages whose output it reads; "source" is the film, whoever made it
     makes: dict[str, tuple[str, ...]] = field(default_factory=dict)  # named inputs: name -> globs under the project
     takes_images: bool = False  # compose-like: its ``input`` option names images, resolved by the engine
@@ -58,7 +61,7 @@ class Stage:
 
     @property
     def title(self) -> str:  # as the manifest writes it: "[train]", "[[compose]]"
-        return f"[[{self.table}]]" if self.steps else f"[{self.table}]"
+        return f"[[{self.table}]]" if self.steps and not self.single else f"[{self.table}]"
 
     def call(self, step: Step, ctx: StageContext, images: list[Path] | None) -> None:
         """Run one step of this stage."""
@@ -66,10 +69,24 @@ class Stage:
         getattr(step.impl, self.method)(ctx, *extra)
 
 
+def _check_input(value: Any) -> str | None:
+    if isinstance(value, list) and (len(value) < 2 or not all(isinstance(v, str) and v for v in value)):
+        return "a list of inputs names two or more of them, e.g. [\"frames\", \"projection\"]"
+    return None
+
+
+#: Options every generate step has, whatever implementation it uses.
+GENERATE_OPTIONS = (
+    Option("name", str, None, "The step's name, and its folder under generated/ (needed in a [[generate]] array; "
+           "compose steps take its images with input = \"<name>\"). Without it the step writes generated/."),
+)
+
 #: Options every compose step has, whatever implementation it uses.
 COMPOSE_OPTIONS = (
-    Option("input", str, "fakes", "What to compose: fakes, reals, generated, walk, frames, or a glob "
-           "relative to the project folder (\"stills/*.png\")."),
+    Option("input", (str, list), "fakes", "What to compose: fakes, reals, generated, walk, frames, a [[generate]] "
+           "step's name, or a glob relative to the project folder (\"stills/*.png\"). A list of them "
+           "([\"frames\", \"projection\"]) is matched image by image (by frame number where the files are "
+           "numbered) for side-by-side; the images go to the composer input by input.", check=_check_input),
     Option("output", str, REQUIRED, "File name to write under art/ (e.g. \"fakes.mp4\", \"grid.png\")."),
     Option("count", int, None, "Take this many images, evenly spaced over the selection.", min=1),
     Option("every", int, 1, "Take every n-th image.", min=1),
@@ -87,7 +104,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("train", "trainers", api.Trainer, "train", output="train", upstream=("extract",),
           makes={"fakes": ("train/fakes*.png",), "reals": ("train/reals.png",)}, every_rank=True),
     Stage("generate", "generators", api.Generator, "generate", output="generated", upstream=("train",),
-          makes={"generated": ("generated/*.png",), "walk": ("generated/walk/*.png",)}),
+          makes={"generated": ("generated/*.png",), "walk": ("generated/walk/*.png",)}, steps=True, single=True,
+          step_key="name", options=GENERATE_OPTIONS),
     Stage("compose", "composers", api.Composer, "compose", output="art", is_file=True, steps=True, takes_images=True,
           options=COMPOSE_OPTIONS, may_read_film=True, also_names="layouts", runner="layout"),
 )
@@ -114,12 +132,32 @@ SHARED_NAMES = {k: (s.kind, s.also_names) for s in STAGES if s.also_names for k 
 
 
 def output_path(root: Path, film: Path | None, stage: str, options: dict[str, Any]) -> Path:
-    """Where a stage's output lives in the project: the film for the source stage, a file for array steps."""
+    """Where a stage's output lives in the project: the film for the source stage, a file for compose steps,
+    a folder for the others (a named step's folder inside its stage's)."""
     row = stage_of(stage)
     if row.output is None:
         assert film is not None, "a source stage always has its film path"
         return film
-    return root / row.output / options["output"] if row.is_file else root / row.output
+    named = options.get(row.step_key) if row.steps else None
+    return root / row.output / named if named else root / row.output
+
+
+def inputs_of(step: Step) -> list[str]:
+    """The input names of a step that takes images: its ``input``, or each of a list of them."""
+    value = step.options["input"]
+    return list(value) if isinstance(value, list) else [value]
+
+
+def named_inputs(steps: Sequence[Step]) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Names compose steps may give as ``input``: the stages' fixed ones (``NAMED_INPUTS``) and each named
+    folder step ("projection" -> the [[generate]] step of that name, its ``generated/projection/*.png``)."""
+    found = dict(NAMED_INPUTS)
+    for step in steps:
+        row = stage_of(step.stage)
+        name = step.options.get(row.step_key) if row.steps and not row.is_file else None
+        if name:
+            found[name] = (step.stage, (f"{row.output}/{name}/*.png", f"{row.output}/{name}/*.jpg"))
+    return found
 
 
 def folder_inputs(root: Path, film: Path | None) -> dict[str, Path]:
@@ -128,18 +166,27 @@ def folder_inputs(root: Path, film: Path | None) -> dict[str, Path]:
     return found if film is None else {**found, "source": film}
 
 
-def upstream(step: Step) -> list[str]:
-    """The stages a step reads from: its row's, and for a step that takes images, where its ``input`` comes from
-    ("source" stands for the film, whether a stage made it or the artist supplied it)."""
+def upstream(step: Step, steps: Sequence[Step] = ()) -> list[str]:
+    """The stages a step reads from, among the project's ``steps``: its row's (a stage group such as "generate"
+    stands for every step of it), and for a step that takes images, where each ``input`` comes from ("source"
+    stands for the film, whether a stage made it or the artist supplied it)."""
     row = stage_of(step.stage)
     own = step.impl.reads(step.options)
     found = list(row.upstream if own is None else own)
     if row.takes_images:
-        name = step.options["input"]
-        if name in NAMED_INPUTS:
-            found.append(NAMED_INPUTS[name][0])
-        else:  # a glob into a stage's output folder depends on that stage ("generated/*.png")
-            parts = Path(name).parts
-            top = parts[0] if parts and not Path(name).is_absolute() else ""
-            found += [s.table for s in STAGES if s.output == top and not s.is_file]
+        named = named_inputs(steps)
+        for name in inputs_of(step):
+            if name in named:
+                found.append(named[name][0])
+                continue
+            # a glob into a stage's output folder depends on the step writing that folder ("generated/*.png")
+            parts = Path(name).parts if not Path(name).is_absolute() else ()
+            for other in steps:
+                folder = stage_of(other.stage)
+                if folder.output and not folder.is_file:
+                    mine = Path(output_path(Path(), None, other.stage, other.options)).parts
+                    if parts[:len(mine)] == mine and len(parts) > len(mine):
+                        found.append(other.stage)
+            if not steps:  # no project at hand: the stage that writes the top folder
+                found += [s.table for s in STAGES if parts and s.output == parts[0] and not s.is_file]
     return found + ["source"] if row.may_read_film else found

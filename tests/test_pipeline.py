@@ -506,3 +506,65 @@ def test_a_forced_stage_that_makes_a_different_output_re_runs_downstream(toy_pro
     record = run_project(toy_project, ["extract.use=counting"], plugins=[Plugin()], force=("extract",))
     assert {s["stage"]: s["ran"] for s in record["stages"]} == {  # the toy trainer's fakes depend only on the
         "source": False, "extract": True, "train": True, "compose:fakes.txt": False}  # frame count: the same
+
+
+GENERATE_STEPS = """
+[[generate]]
+use = "numbered"
+name = "bright"
+level = 200
+
+[[generate]]
+use = "numbered"
+name = "half"
+level = 100
+every = 2
+
+[[compose]]
+use = "concat"
+input = ["bright", "half"]
+output = "pairs.txt"
+"""
+
+
+def test_named_generate_steps_have_their_own_folders_and_compose_matches_them_by_frame(toy_project):
+    toy_project.write_text(toy_project.read_text() + GENERATE_STEPS)
+    root = toy_project.parent
+    ran = run(toy_project)
+    assert ran["generate:bright"] == (True, "never ran") and ran["generate:half"] == (True, "never ran")
+    assert sorted(p.name for p in (root / "generated/bright").glob("*.png")) == [f"{k:06d}.png" for k in range(1, 6)]
+    assert sorted(p.name for p in (root / "generated/half").glob("*.png")) == ["000001.png", "000003.png", "000005.png"]
+    # matched by frame number (the numbers both have), handed over input after input
+    assert (root / "art/pairs.txt").read_text().split("\n") == ["000001.png", "000003.png", "000005.png"] * 2
+    plan = plan_of(toy_project, "generate.1.level=50")
+    assert plan["generate:half"] == (True, "changed: level: 100 -> 50")
+    assert plan["generate:bright"] == (False, "up to date")
+    assert plan["compose:pairs.txt"] == (True, "upstream generate:half changed")
+    assert plan_of(toy_project, only=["generate"]) == {**plan_of(toy_project), **{
+        s: (False, "not selected") for s in ("source", "extract", "train", "compose:fakes.txt", "compose:pairs.txt")}}
+
+
+@pytest.mark.parametrize("steps, message", [
+    ('[[generate]]\nuse = "numbered"\nname = "a"\n\n[[generate]]\nuse = "numbered"\n',
+     r"generate\[1\]\.name: missing; every \[\[generate\]\] step needs a name"),
+    ('[[generate]]\nuse = "numbered"\nname = "a"\n\n[[generate]]\nuse = "numbered"\nname = "a"\n',
+     r"generate\[1\]\.name: 'a' is already the name of generate\[0\]"),
+    ('[[generate]]\nuse = "numbered"\nname = "../up"\n', r"generate\[0\]\.name: '\.\./up': use a plain folder name"),
+    ('[[generate]]\nuse = "numbered"\nname = "a"\n\n[[compose]]\nuse = "concat"\ninput = "generated"\n'
+     'output = "g.txt"\n', r"compose\[1\]\.input: 'generated' comes from the \[generate\] stage, which the manifest "
+                           r"does not have \(its \[\[generate\]\] steps are named: use input = 'a'\)"),
+    ('[[generate]]\nuse = "numbered"\nname = "a"\n\n[[compose]]\nuse = "concat"\ninput = ["a"]\noutput = "g.txt"\n',
+     r"compose\[1\]\.input: \['a'\] is not valid: a list of inputs names two or more"),
+])
+def test_generate_steps_and_list_inputs_are_checked(toy_project, steps, message):
+    toy_project.write_text(toy_project.read_text() + steps)
+    with pytest.raises(CinemlError, match=message):
+        plan_of(toy_project)
+
+
+def test_a_list_input_of_unnumbered_images_must_have_equal_lengths(toy_project):
+    toy_project.write_text(toy_project.read_text() + GENERATE_STEPS.replace('["bright", "half"]', '["fakes", "half"]'))
+    with pytest.raises(CinemlError, match=r"compose\[1\]\.input: a list of inputs is matched image by image, but "
+                                          r"they give different numbers of images \('fakes' 2, 'half' 3\)"):
+        run(toy_project)
+    assert not (toy_project.parent / "art/pairs.txt").exists()
