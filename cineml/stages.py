@@ -150,13 +150,16 @@ def inputs_of(step: Step) -> list[str]:
 
 def named_inputs(steps: Sequence[Step]) -> dict[str, tuple[str, tuple[str, ...]]]:
     """Names compose steps may give as ``input``: the stages' fixed ones (``NAMED_INPUTS``) and each named
-    folder step ("projection" -> the [[generate]] step of that name, its ``generated/projection/*.png``)."""
+    folder step's ("projection" -> the [[generate]] step of that name, its ``generated/projection/*.png``;
+    "samples/walk" -> ``generated/samples/walk/*.png``)."""
     found = dict(NAMED_INPUTS)
     for step in steps:
         row = stage_of(step.stage)
         name = step.options.get(row.step_key) if row.steps and not row.is_file else None
-        if name:
-            found[name] = (step.stage, (f"{row.output}/{name}/*.png", f"{row.output}/{name}/*.jpg"))
+        if name:  # the row's named inputs, inside the step's folder: "projection", "projection/walk"
+            for i, (key, globs) in enumerate(row.makes.items()):
+                moved = tuple(f"{row.output}/{name}/{g.removeprefix(f'{row.output}/')}" for g in globs)
+                found[name if i == 0 else f"{name}/{key}"] = (step.stage, moved)
     return found
 
 

@@ -229,7 +229,8 @@ class Animation(cineml.Composer):
         try:
             with atomic_path(ctx.output) as tmp:
                 if suffix == ".mp4":
-                    self._write_mp4(ctx, tmp, frame, len(plan), fps, opts)
+                    start = _film_time(groups[0][0][1]) if opts["audio"] == "source" else None
+                    self._write_mp4(ctx, tmp, frame, len(plan), fps, opts, start or 0.0)
                 else:
                     if opts["audio"] != "none":
                         ctx.warn(f"{ctx.where or ctx.stage}: {suffix} files carry no sound; audio is ignored.")
@@ -269,7 +270,9 @@ class Animation(cineml.Composer):
         return [[seq[min(t, len(seq) - 1)] for seq in sequences] for t in range(count)], layout, values
 
     def _write_mp4(self, ctx: cineml.StageContext, tmp: Path, frame: Callable[[int], np.ndarray],
-                   total: int, fps: float, opts: dict[str, Any]) -> None:
+                   total: int, fps: float, opts: dict[str, Any], start: float = 0.0) -> None:
+        """Encode; the soundtrack starts ``start`` seconds in (the film time of the first frame shown, so that
+        frames of the film, or what was re-made of them, play in sync with its sound)."""
         moviepy = import_moviepy()
         AudioFileClip, VideoClip, afx = moviepy.AudioFileClip, moviepy.VideoClip, moviepy.afx
 
@@ -289,10 +292,11 @@ class Animation(cineml.Composer):
                 raise ctx.error("audio", f"cannot read a soundtrack from {audio_path} "
                                   f"({problem}). Check that the file has an audio stream, or set "
                                   f"audio = \"none\".")
-            if sound.duration < seconds:
-                track = sound.with_effects([afx.AudioLoop(duration=seconds)])
+            start = start if start < sound.duration else 0.0
+            if sound.duration < start + seconds:
+                track = sound.subclipped(start).with_effects([afx.AudioLoop(duration=seconds)])
             else:
-                track = sound.subclipped(0, seconds)
+                track = sound.subclipped(start, start + seconds)
             track = track.with_effects([afx.AudioFadeOut(min(0.5, seconds / 20))])
             clip = clip.with_audio(track.with_duration(seconds))
         try:
@@ -356,6 +360,11 @@ class _StillRenderer:
         if self.height:
             return max(1, round(self.height * width / height)), self.height
         return width, height
+
+
+def _film_time(path: Path) -> float | None:
+    """Seconds into the film of a frame (from the index.json beside it), or None for other images."""
+    return cineml.frame_facts(path.parent).get(path.name, {}).get("time")
 
 
 def _audio_path(ctx: cineml.StageContext, value: str) -> Path | None:

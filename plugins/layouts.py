@@ -163,6 +163,56 @@ def fakes_grid(images: list[Image.Image], columns: int = 0, rows: int = 0, tile_
     return draw_grid(images, columns or auto_cols, rows or auto_rows, tile, 0, 0, "black", labels)
 
 
+# --- side by side ---------------------------------------------------------------------------------
+
+
+def _check_captions(value: Any) -> str | None:
+    return None if isinstance(value, list) and all(isinstance(v, str) for v in value) else "a list of texts"
+
+
+@cineml.layout("side-by-side", options=[
+    Option("inputs", int, 2, "How many inputs the step's input list names: one column each.", min=2),
+    Option("captions", list, [], "A caption over each column, e.g. [\"film\", \"GAN\"]; [] for none.",
+           check=_check_captions),
+    Option("tile_width", int, 0, "Tile width in pixels; 0 uses the first image's width.", min=0),
+    Option("tile_height", int, 0, "Tile height in pixels; 0 keeps the first image's aspect.", min=0),
+    Option("gutter", int, 4, "Space between tiles, in pixels.", min=0),
+    Option("margin", int, 0, "Space around the whole picture, in pixels.", min=0),
+    color_option("background", "black", "Colour between and around the tiles."),
+    Option("labels", str, "none", "Caption each tile (see grid's labels).", choices=LABELS),
+], capacity=lambda o: int(o["inputs"]))
+def side_by_side(images: list[Image.Image], inputs: int = 2, captions: Sequence[str] = (), tile_width: int = 0,
+                 tile_height: int = 0, gutter: int = 4, margin: int = 0, background: Any = "black",
+                 labels: str = "none") -> Image.Image:
+    """Inputs side by side, image by image ("film | GAN"): a column per input, a row per frame.
+
+    Give the compose step a list of inputs (``input = ["frames", "projection"]``): the engine matches them
+    by frame number and hands them over input after input, so column j is the j-th stretch of the images.
+    In an animation each video frame is one row.
+    """
+    _require_images(images, "side-by-side")
+    if len(images) % inputs:
+        raise CinemlError(f"The side-by-side layout got {len(images)} images, which do not split into {inputs} "
+                          f"inputs of equal length. Give the compose step a list of {inputs} inputs "
+                          f"(input = [\"frames\", \"projection\"]), or set inputs to their number.")
+    if captions and len(captions) != inputs:
+        raise CinemlError(f"The side-by-side layout has {len(captions)} captions for {inputs} inputs: give one "
+                          "caption per input, or captions = [].")
+    tile = _tile_size(images[0], tile_width, tile_height)
+    rows = len(images) // inputs
+    sheet = draw_grid(images, inputs, rows, tile, gutter, margin, background, labels, order="columns")
+    if not captions:
+        return sheet
+    size = max(9, tile[1] // 10)
+    band = size * 2
+    out = Image.new("RGB", (sheet.width, sheet.height + band), parse_color(background)).convert(sheet.mode)
+    out.paste(sheet, (0, band))
+    for j, text in enumerate(captions):
+        x = margin + j * (tile[0] + gutter) + tile[0] // 2
+        draw_text(out, (x, band // 2), text, size=size, fill="white", anchor="mm")
+    return out
+
+
 # --- filmstrip ------------------------------------------------------------------------------------
 
 # 35 mm cine film, in millimetres (the frame's width runs across the film).
@@ -766,7 +816,7 @@ def save_picture(picture: Image.Image, path: Path) -> None:
 
 @hookimpl
 def register_layouts(register: Any) -> None:
-    for item in (grid, fakes_grid, filmstrip, windows):
+    for item in (grid, fakes_grid, side_by_side, filmstrip, windows):
         register(item)
 
 

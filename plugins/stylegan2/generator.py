@@ -558,9 +558,10 @@ def network_marker(path: Path) -> dict[str, Any]:
     return {"network": file_fingerprint(Path(path))}
 
 
-def keep_only_work_of(out: Path, network: Path, log: Callable[[str], None]) -> None:
-    """Resume only images drawn from the same network file: delete stills, walk/ and mixing.png left by
-    another one (or by a run that predates the marker), then record ``network`` in ``out/.network.json``."""
+def keep_only_work_of(out: Path, network: Path, log: Callable[[str], None], old: list[Path] | None = None) -> None:
+    """Resume only images drawn from the same network file: delete the ``old`` work (default: stills, walk/ and
+    mixing.png) left by another one (or by a run that predates the marker), then record ``network`` in
+    ``out/.network.json``."""
     marker, now = out / MARKER, network_marker(network)
     try:
         before = json.loads(marker.read_text())
@@ -568,7 +569,9 @@ def keep_only_work_of(out: Path, network: Path, log: Callable[[str], None]) -> N
         before = None
     except ValueError:  # a damaged marker says nothing: start over
         before = {}
-    old = [*out.glob("seed*.png"), *(p for p in (out / "walk", out / "mixing.png") if p.exists())]
+    if old is None:
+        old = [*out.glob("seed*.png"), *(p for p in (out / "walk", out / "mixing.png") if p.exists())]
+    old = [p for p in old if p.exists() and (not p.is_dir() or any(p.iterdir()))]
     if old and before != now:
         log(f"Deleting {len(old)} earlier output(s) in {out.name}: they were drawn from "
             f"{'another network file' if before else 'an unrecorded network'}.")

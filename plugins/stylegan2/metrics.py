@@ -25,7 +25,7 @@ import math
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -314,6 +314,19 @@ def file_hash(path: Path) -> str:
     return h.hexdigest()
 
 
+def load_torchscript(path: Path, device: torch.device, key: str, hint: str) -> Any:
+    """A feature network the artist provides as a TorchScript file, in eval mode on ``device``; ``key`` names the
+    option and ``hint`` says where such a file comes from, in the error for a missing or wrong file."""
+    if not Path(path).is_file():
+        raise CinemlError(f"{key}: {str(path)!r}: no such file. {hint}")
+    try:  # a TorchScript archive: its code is TorchScript, its tensors load without unpickling objects
+        with warnings.catch_warnings():  # torch.jit is deprecated, but it is the format the network ships in
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return torch.jit.load(str(path), map_location=device).eval()
+    except Exception as exc:  # noqa: BLE001 (any failure means: not a TorchScript file)
+        raise CinemlError(f"{key}: {str(path)!r} is not a TorchScript archive ({exc}). {hint}") from None
+
+
 class FeatureNet:
     """A TorchScript feature network from the artist's file: images -> one feature vector each.
 
@@ -324,15 +337,7 @@ class FeatureNet:
 
     def __init__(self, path: Path | str, device: torch.device | str = "cpu") -> None:
         self.path, self.device = Path(path), torch.device(device)
-        if not self.path.is_file():
-            raise CinemlError(f"train.inception: {str(path)!r}: no such file. {MISSING_INCEPTION}")
-        try:  # a TorchScript archive: its code is TorchScript, its tensors load without unpickling objects
-            with warnings.catch_warnings():  # torch.jit is deprecated, but it is the format the network ships in
-                warnings.simplefilter("ignore", DeprecationWarning)
-                self.net = torch.jit.load(str(self.path), map_location=self.device).eval()
-        except Exception as exc:  # noqa: BLE001 (any failure means: not a TorchScript file)
-            raise CinemlError(f"train.inception: {str(path)!r} is not a TorchScript archive ({exc}). "
-                              f"{MISSING_INCEPTION}") from None
+        self.net = load_torchscript(self.path, self.device, "train.inception", MISSING_INCEPTION)
         self.keyword: bool | None = None  # does forward take return_features? found on the first call
         self._hash: str | None = None
 

@@ -47,8 +47,10 @@ def register_trainers(register):  # noqa: ANN001 (pluggy passes the engine's reg
 @hookimpl
 def register_generators(register):  # noqa: ANN001
     from .generator import StyleGAN2Generator  # numpy, PIL and cineml only: torch loads when it generates
+    from .projector import ProjectionGenerator
 
     register(StyleGAN2Generator())
+    register(ProjectionGenerator())
 
 
 @hookimpl
