@@ -321,7 +321,7 @@ def test_registration_hooks():
     layouts, composers = [], []
     L.register_layouts(layouts.append)
     L.register_composers(composers.append)
-    assert [x.name for x in layouts] == ["grid", "fakes-grid", "filmstrip", "windows"]
+    assert [x.name for x in layouts] == ["grid", "fakes-grid", "side-by-side", "filmstrip", "windows"]
     assert all(isinstance(x, cineml.Layout) for x in layouts)
     assert composers[0].name == "layout"
 
