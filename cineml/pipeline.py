@@ -366,8 +366,10 @@ class Pipeline:
         if into is not None:
             running = [p for p in planned if p.run]
             if len(running) != 1 or stage_of(running[0].step.stage).is_file:
+                names = ", ".join(p.step.stage for p in running) or "none"
                 raise CinemlError(f"--into {into} needs exactly one folder stage to run (e.g. --only generate "
-                                  f"--force generate); this plan runs {len(running)}.")
+                                  f"--force generate); this plan runs {len(running)} ({names}). With several "
+                                  "[[generate]] steps, name one: cineml generate --step NAME.")
             if foreign_files(into):
                 raise CinemlError(f"--into {into}: that folder holds files CineML did not write; give a new or empty "
                                   "folder.")

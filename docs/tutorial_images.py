@@ -21,8 +21,26 @@ PICTURES = {  # source in the demo folder -> (picture name, width)
     "art/windows.png": ("windows.jpg", 600),
 }
 
+def film_and_gan(numbers: tuple[int, ...] = (1, 13, 25, 37)) -> Image.Image:
+    """Frames of the film beside what its GAN re-made of them, as the side-by-side layout draws them."""
+    from cineml_plugins.layouts import side_by_side
+
+    film = [Image.open(DEMO / "frames" / f"{n:06d}.jpg") for n in numbers]
+    gan = [Image.open(DEMO / "generated" / "projection" / f"{n:06d}.png") for n in numbers]
+    pairs = [side_by_side([a, b], captions=["film", "GAN"] if k == 0 else [], tile_width=160)
+             for k, (a, b) in enumerate(zip(film, gan))]
+    sheet = Image.new("L", (sum(p.width for p in pairs) + 12 * (len(pairs) - 1), max(p.height for p in pairs)))
+    x = 0
+    for pair in pairs:
+        sheet.paste(pair, (x, sheet.height - pair.height))
+        x += pair.width + 12
+    return sheet
+
+
 if __name__ == "__main__":
     OUT.mkdir(exist_ok=True)
+    film_and_gan().convert("RGB").save(OUT / "film-and-gan.jpg", quality=82)
+    print(f"docs/images/film-and-gan.jpg: {(OUT / 'film-and-gan.jpg').stat().st_size // 1024} KiB")
     for source, (name, width) in PICTURES.items():
         image = Image.open(DEMO / source)
         image = image.convert("RGB") if name.endswith(".jpg") else image

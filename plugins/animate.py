@@ -99,6 +99,15 @@ def _fps_error(value: float) -> str | None:
     return None
 
 
+def film_plan(times: list[float], fps: float) -> list[tuple[int, int, float]]:
+    """The still each output frame shows when stills keep their film times: frame i (at ``times[0] + i / fps``)
+    shows the last still due by then (to the nearest frame), so a gap in the stills holds the one before."""
+    import bisect
+
+    count = max(1, round((times[-1] - times[0]) * fps) + 1)
+    return [(a, a, 0.0) for a in (bisect.bisect_right(times, times[0] + (i + 0.5) / fps) - 1 for i in range(count))]
+
+
 def frame_plan(stills: int, fps: float, seconds: float = 0.0,
                crossfade: float = 0.0) -> list[tuple[int, int, float]]:
     """Which still(s) each output frame shows: ``(a, b, t)`` blends still ``a`` into ``b`` by ``t``.
@@ -177,6 +186,10 @@ class Animation(cineml.Composer):
         Option("fps", float, 6.0, "Frames per second of the video.", min=0.1, max=240, check=_fps_error),
         Option("seconds", float, 0.0, "Total duration; 0 gives one frame per image (plus crossfades).", min=0),
         Option("crossfade", float, 0.0, "Seconds of dissolve between consecutive images.", min=0),
+        Option("timing", str, "even", "even: the images share the video evenly (see seconds, crossfade); film: "
+               "each image is shown at its time in the film until the next one's (frames, and what was re-made of "
+               "them), so frames left out by dedupe or every = N hold the one before and the sound stays in sync.",
+               choices=("even", "film")),
         Option("label", str, "none", "A counter drawn on every frame.", choices=LABELS),
         Option("label_size", int, 0, "Counter height in pixels; 0 scales with the frame.", min=0),
         Option("audio", str, "none", "\"none\", \"source\" (the film's soundtrack, trimmed or looped "
@@ -210,7 +223,16 @@ class Animation(cineml.Composer):
                               "times are whole hundredths of a second and which browsers slow to 10 fps below "
                               "2/100 s. Use fps <= 50, or write .mp4 or .webp.")
         groups, layout, layout_values = self._groups(ctx, images, opts)
-        plan = frame_plan(len(groups), fps, float(opts["seconds"]), float(opts["crossfade"]))
+        if opts["timing"] == "film":
+            times = [_film_time(group[0][1]) for group in groups]
+            if None in times:
+                missing = groups[times.index(None)][0][1]
+                raise ctx.error("timing", f"\"film\" shows each image at its time in the film, but {missing} has none "
+                                          "(only frames, and images re-made from them, carry film times in the "
+                                          "index.json beside them). Use timing = \"even\".")
+            plan = film_plan([t for t in times if t is not None], fps)
+        else:
+            plan = frame_plan(len(groups), fps, float(opts["seconds"]), float(opts["crossfade"]))
         if len(plan) < len(groups):
             ctx.warn(f"{ctx.where or ctx.stage}: {len(groups)} stills in {len(plan)} frames; showing an even "
                      f"sample. Raise seconds or fps to show every one.")

@@ -334,3 +334,28 @@ def test_more_stills_than_frames_shows_an_even_sample(tmp_path):
     means = decode(ctx.output).reshape(6, -1).mean(axis=1)
     assert np.allclose(means, [levels[round(f * 11 / 5)] for f in range(6)], atol=3)  # first to last
     assert warnings and "12 stills in 6 frames" in warnings[0]
+
+
+def test_film_timing_holds_each_frame_until_the_next_ones_time(tmp_path):
+    """Frames 1, 3, 4 and 7 of a 12 fps film (the others dropped as near copies): 7 video frames, each
+    still shown from its film time on, so the soundtrack stays in sync."""
+    import json
+
+    from cineml_plugins.animate import film_plan
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    numbers = [1, 3, 4, 7]
+    for k, n in enumerate(numbers):
+        Image.new("L", (16, 16), 40 * k + 20).save(folder / f"{n:06d}.png")
+    (folder / "index.json").write_text(json.dumps({"frames": [
+        {"file": f"{n:06d}.png", "time": round(0.04 + (n - 1) / 12, 6)} for n in numbers]}))
+    out = animate(tmp_path, sorted(folder.glob("*.png")), fps=12, timing="film")
+    lumas = [16 + 219 * (40 * k + 20) / 255 for k in range(4)]  # the stills' levels in the video's tv range
+    shown = [int(np.argmin([abs(float(f.mean()) - y) for y in lumas])) for f in decode(out, pix_fmt="yuv420p")]
+    assert shown == [0, 0, 1, 2, 2, 2, 3]
+    assert film_plan([0.0, 0.5], 12) == [(0, 0, 0.0)] * 6 + [(1, 1, 0.0)]
+    Image.new("L", (16, 16)).save(tmp_path / "still.png")
+    with pytest.raises(CinemlError, match=r"timing: \"film\" shows each image at its time in the film, but "
+                                          r".*still.png has none"):
+        animate(tmp_path, [tmp_path / "still.png"], fps=12, timing="film")

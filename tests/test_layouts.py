@@ -360,3 +360,19 @@ def test_fakes_grid_with_one_side_given_treats_columns_and_rows_alike():
     tiles = [Image.new("L", (16, 16), 100)] * 100  # 16² tiles: StyleGAN2's cap is 32 x 32 = 1024
     assert L.fakes_grid(tiles, columns=10).size == (160, 160)
     assert L.fakes_grid(tiles, rows=10).size == (160, 160)
+
+
+def test_side_by_side_puts_each_input_in_its_column():
+    film = [Image.new("L", (8, 6), v) for v in (10, 20, 30)]
+    gan = [Image.new("L", (8, 6), v) for v in (110, 120, 130)]
+    out = L.side_by_side(film + gan, gutter=2)
+    assert out.size == (18, 3 * 6 + 2 * 2)
+    assert [out.getpixel((4, 3 + 8 * r)) for r in range(3)] == [10, 20, 30]
+    assert [out.getpixel((14, 3 + 8 * r)) for r in range(3)] == [110, 120, 130]
+    captioned = L.side_by_side(film[:1] + gan[:1], captions=["film", "GAN"], tile_width=64)
+    assert captioned.size == (64 + 4 + 64, 48 + 18) and captioned.getpixel((32, 18 + 24)) == 10
+    with pytest.raises(CinemlError, match="got 5 images, which do not split into 2 inputs of equal length"):
+        L.side_by_side(film + gan[:2])
+    with pytest.raises(CinemlError, match="has 1 captions for 2 inputs"):
+        L.side_by_side(film + gan, captions=["film"])
+    assert L.side_by_side.tiles({"inputs": 3}) == 3  # an animation shows one row per video frame

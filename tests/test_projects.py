@@ -48,19 +48,22 @@ def test_demo_runs_every_stage(tmp_path):
     shutil.copytree(PROJECTS / "demo", folder, ignore=shutil.ignore_patterns(
         "frames", "train", "generated", "art", "footage", ".cineml", "run.json"))
     record = run_project(folder / "project.toml", overrides=[
-        "source.seconds=4", "train.kimg=0.12", "train.snapshot_kimg=0.04", 'generate.seeds="0-11"',
-        'generate.walk={keyframes = "0-3", seconds = 2, fps = 12}'])
+        "source.seconds=4", "train.kimg=0.12", "train.snapshot_kimg=0.04", 'generate.0.seeds="0-11"',
+        'generate.0.walk={keyframes = "0-3", seconds = 2, fps = 12}', 'generate.1.input="frames/00000?.jpg"',
+        "generate.1.steps=3", "generate.1.first_steps=5"])
     assert record["status"] == "finished" and all(s["ran"] for s in record["stages"])
     assert len(list((folder / "frames").glob("*.jpg"))) == 48  # 4 s at 12 fps
     fakes = sorted((folder / "train").glob("fakes*.png"))
     assert len(fakes) == 4  # untrained + 3 snapshots
-    assert len(list((folder / "generated").glob("seed*.png"))) == 12
+    assert len(list((folder / "generated/samples").glob("seed*.png"))) == 12
+    assert len(list((folder / "generated/projection").glob("0*.png"))) == 9  # frames 1-9 re-made
     art = folder / "art"
     for name in ("generated-grid.png", "filmstrip.png", "windows.png", "shots.png"):
         assert (art / name).stat().st_size > 1000
     assert len(json.loads((folder / "frames" / "shots.json").read_text())["shots"]) == 6  # the film's six shots
     assert frame_count(art / "fakes.mp4") == 4
     assert frame_count(art / "windows.mp4") == 2  # 24 walk frames over 12 windows
+    assert frame_count(art / "film-and-gan.mp4") == 9  # frames 1-9 beside their re-made selves
     assert json.loads((folder / "run.json").read_text())["status"] == "finished"
 
 

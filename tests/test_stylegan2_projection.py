@@ -201,3 +201,20 @@ def test_bad_projection_settings_are_named(project: Path, tmp_path: Path) -> Non
     with pytest.raises(CinemlError, match=r"generate\[1\]\.input: 'stills/\*.png' gives no numbered images"):
         run({"input": "stills/*.png"}, {"train": project / "train"})
     assert not (tmp_path / "out").exists() or not frames_of(tmp_path / "out")
+
+
+def test_cineml_generate_runs_one_named_step(project: Path, tmp_path: Path) -> None:
+    root = tmp_path / "p"
+    shutil.copytree(project, root)
+    env = {**os.environ, "CINEML_LOAD_PLUGINS": ""}
+
+    def cineml(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "cineml", "-q", *args], env=env, capture_output=True, text=True)
+
+    done = cineml("generate", str(root / "project.toml"), "--step", "samples", "-S", 'generate.0.seeds="100-101"',
+                  "--name", "extra")
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (root / "one-offs/extra").glob("seed*.png")) == ["seed0100.png", "seed0101.png"]
+    both = cineml("generate", str(root / "project.toml"))
+    assert both.returncode != 0 and "this plan runs 2 (generate:samples, generate:projection)" in both.stderr
+    assert "cineml generate --step NAME" in both.stderr

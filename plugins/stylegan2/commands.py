@@ -22,8 +22,11 @@ def add_commands(cli: click.Group) -> None:
     @click.option("-S", "--set", "overrides", multiple=True, metavar="KEY=VALUE",
                   help="Override a manifest value, e.g. -S generate.seeds=0-15 -S generate.truncation=0.7.")
     @click.option("--name", help="Folder name under one-offs/ (default: the time and the -S values).")
+    @click.option("--step", help="Which [[generate]] step to run, by its name, when there are several "
+                                 "(then -S generate.N.KEY=VALUE sets its values).")
     @click.pass_context
-    def generate(ctx: click.Context, manifest: str, overrides: tuple[str, ...], name: str | None) -> None:
+    def generate(ctx: click.Context, manifest: str, overrides: tuple[str, ...], name: str | None,
+                 step: str | None) -> None:
         """Sample a project's network again, e.g. other seeds, into one-offs/<name>/ of the project.
 
         The project's own generated/ (and the art made from it) is left as it is, and `cineml run` never
@@ -36,8 +39,9 @@ def add_commands(cli: click.Group) -> None:
         label = name or "_".join([datetime.datetime.now().strftime("%Y-%m-%d_%H%M%S"), *(
             re.sub(r"[^\w.-]+", "-", text.removeprefix("generate.")) for text in overrides)])
         # `cineml run MANIFEST --only generate --force generate --into one-offs/<label>`: one way to run a stage.
-        ctx.invoke(cli.commands["run"], manifest=manifest, overrides=overrides, force=("generate",),
-                   only=("generate",), start=None, stop=None, dry_run=False, into=root / "one-offs" / label)
+        stage = f"generate:{step}" if step else "generate"
+        ctx.invoke(cli.commands["run"], manifest=manifest, overrides=overrides, force=(stage,),
+                   only=(stage,), start=None, stop=None, dry_run=False, into=root / "one-offs" / label)
 
     @cli.command("import")
     @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
