@@ -218,3 +218,13 @@ def test_cineml_generate_runs_one_named_step(project: Path, tmp_path: Path) -> N
     both = cineml("generate", str(root / "project.toml"))
     assert both.returncode != 0 and "this plan runs 2 (generate:samples, generate:projection)" in both.stderr
     assert "cineml generate --step NAME" in both.stderr
+
+
+def test_every_zero_is_a_manifest_error(tmp_path: Path) -> None:
+    from cineml.manifest import load_project
+    from cineml.plugins import load_registry
+
+    (tmp_path / "film.mp4").write_bytes(b"")
+    (tmp_path / "project.toml").write_text(MANIFEST)
+    with pytest.raises(CinemlError, match=r"generate\[1\]\.every"):
+        load_project(tmp_path / "project.toml", load_registry(), ["generate.1.every=0"])
