@@ -38,7 +38,7 @@ except PackageNotFoundError:  # running from a source tree without installing
 _LAZY = {
     **dict.fromkeys(("fit", "draw_text", "even_size", "parse_color", "color_problem", "load_images", "load_image",
                      "label_text", "noise", "grid_shape", "common_mode", "check_canvas", "flatten",
-                     "smpte_timecode", "frame_facts"), "imaging"),
+                     "smpte_timecode", "frame_facts", "metadata"), "imaging"),
     "validate_options": "manifest",  # check option values against declarations (e.g. a nested layout's)
     "Progress": "progress",  # the type of StageContext.progress; Progress(enabled=False) is silent
     "file_fingerprint": "files",  # a file's identity by content, as the engine fingerprints inputs

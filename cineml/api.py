@@ -137,6 +137,10 @@ class Project:
     plugins: list[Path] = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
     raw: dict[str, Any] = field(default_factory=dict)
+    #: The plugin manager's hook relay (pluggy's ``pm.hook``), set when the project is loaded: a plugin calls
+    #: other plugins' hooks through it, as pytest plugins do through ``config.hook``
+    #: (``project.hook.report_sections(project=project)``). None for a project made by hand.
+    hook: Any = field(default=None, repr=False, compare=False)
 
     def step(self, stage: str) -> Step | None:
         return next((s for s in self.steps if s.stage == stage), None)

@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
-from .api import CinemlError, Option
+from .api import CinemlError, Option, Project
 from .manifest import load_project
 from .plugin_scaffold import add_plugin_commands
 from .plugins import Registry, each_plugin, load_registry
@@ -100,10 +100,11 @@ def cli(ctx: click.Context, verbose: bool, quiet: bool) -> None:
 
     Run a project with `cineml run projects/NAME/project.toml`; start one with `cineml new NAME`.
     """
-    ctx.obj = {"verbose": verbose, "quiet": quiet}
+    # Plugin commands load a project with every installed plugin through ctx.obj["load_project"](path).
+    ctx.obj = {"verbose": verbose, "quiet": quiet, "load_project": _load}
 
 
-def _load(manifest: str, overrides: tuple[str, ...]):
+def _load(manifest: str | Path, overrides: tuple[str, ...] = ()) -> Project:
     return load_project(manifest, registry(), overrides)
 
 

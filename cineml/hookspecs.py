@@ -10,6 +10,8 @@ Two kinds of hooks:
 * **Lifecycle hooks**: called while ``cineml run`` works, for observers (logging, notifications,
   posting every fakes grid somewhere). Their return values are ignored, and one that raises is
   reported without stopping the run or the other plugins.
+* **Report hooks**: ``report_sections`` adds sections to the gallery page the built-in ``gallery``
+  plugin writes; plugins call hooks of other plugins through ``project.hook``.
 
 Plugins implement any subset of these, decorated with :data:`cineml.hookimpl`, and may accept a
 subset of the arguments (pluggy passes only what a function asks for).
@@ -106,7 +108,8 @@ def register_commands(cli: click.Group) -> None:
     """Add commands to the ``cineml`` command-line tool.
 
     Called once when the CLI starts, with the top-level :class:`click.Group`; attach commands with
-    ``@cli.command()``. Keep heavy imports (torch, moviepy) inside the command bodies.
+    ``@cli.command()``. Keep heavy imports (torch, moviepy) inside the command bodies. A command loads a
+    project with every installed plugin through ``click.get_current_context().obj["load_project"](path)``.
     """
 
 
@@ -163,4 +166,18 @@ def snapshot_written(project: Project, kimg: float, checkpoint: Path, fakes: Pat
     """Called by trainers each time a training snapshot is complete on disk.
 
     ``checkpoint`` is the checkpoint just written, ``fakes`` the fakes grid image (or ``None``).
+    """
+
+
+# --- Report hooks ---------------------------------------------------------------------------------
+
+
+@hookspec
+def report_sections(project: Project) -> list[tuple[str, str]] | None:
+    """Add sections to the project's gallery page (``report/index.html``).
+
+    Return ``[(title, html), ...]``: each becomes a section after the built-in ones, its title escaped and its
+    HTML inserted as it is (make links relative to ``project.root / "report"``, and keep the page
+    self-contained: no scripts or styles from the internet). Called each time the page is rebuilt (at every
+    training snapshot, every stage's end and ``cineml report``), so keep it quick. Return None to add nothing.
     """

@@ -266,7 +266,7 @@ def _bind_tables(file: Path, root: Path, data: dict[str, Any], registry: Registr
         raise _fail(file, "project", "expected a table: [project]")
     meta = validate_options(PROJECT_OPTIONS, meta, "project", root, file)
     project = Project(name=meta["name"] or root.name, root=root, manifest_path=file, seed=meta["seed"],
-                      plugins=plugin_files, raw=data)
+                      plugins=plugin_files, raw=data, hook=registry.hook)
     makes_film = any(row.film and data.get(row.table) is not None for row in STAGES)
     if meta["source"] is not None:
         project.source = _inside(root, meta["source"], file, "project.source", must_exist=not makes_film)
