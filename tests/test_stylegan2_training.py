@@ -469,3 +469,36 @@ def test_a_dry_run_after_a_kill_says_where_training_resumes(tmp_path):
         (staging / ckpt.checkpoint_name(nimg)).write_bytes(b"")
     train = next(p for p in pipeline.plan() if p.step.stage == "train")
     assert train.reason == "never ran (resumes its interrupted run from 0.4 kimg)"
+
+
+def test_tensorboard_gets_every_snapshot_statistic_and_fakes_grid(tmp_path):
+    pytest.importorskip("tensorboard", reason="tensorboard is not installed (pip install tensorboard)")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    frames = make_frames(tmp_path / "frames", count=16, res=RES)
+    out = tmp_path / "train"
+    run(tmp_path, frames, out, kimg=0.032, snapshot_kimg=0.016, tensorboard=True)
+    events = EventAccumulator(str(out / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    lines = stats(out)
+    assert [e.step for e in events.Scalars("train/loss_G")] == [line["nimg"] for line in lines]
+    assert [e.value for e in events.Scalars("train/loss_G")] == pytest.approx([line["loss_G"] for line in lines])
+    assert len(events.Images("fakes")) == len(lines) == 2
+
+
+def test_tensorboard_missing_is_a_clear_error(tmp_path, monkeypatch):
+    import builtins
+
+    real = builtins.__import__
+
+    def no_tensorboard(name, *args, **kwargs):
+        if name.startswith("torch.utils.tensorboard"):
+            raise ModuleNotFoundError("No module named 'tensorboard'")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    frames = make_frames(tmp_path / "frames", count=16, res=RES)
+    with pytest.raises(CinemlError, match=r"\.tensorboard: true, but TensorBoard cannot be loaded here .*"
+                                          r"pip install tensorboard"):
+        run(tmp_path, frames, tmp_path / "train", kimg=0.016, snapshot_kimg=0.016, tensorboard=True)
+    assert not list((tmp_path / "train").glob("network-snapshot-*"))

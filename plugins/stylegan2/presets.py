@@ -106,6 +106,9 @@ TRAIN_OPTIONS = (
                 "as much as their latents do, against collapse onto one image in short runs; 0 turns it off "
                 f"{_reference('mode_seeking')}."),
     Option("keep", int, 3, continues=True, min=0, help="Checkpoints to keep (older ones are deleted; 0 keeps all)."),
+    Option("tensorboard", bool, False, continues=True,
+           help="Also log every snapshot's statistics and fakes grid for TensorBoard, in train/tensorboard/ "
+                "(needs the tensorboard package: pip install tensorboard; then tensorboard --logdir that folder)."),
     Option("device", str, "auto", continues=True, choices=("auto", "cpu", "cuda"),
            help="Where to train: 'auto' picks a CUDA GPU when PyTorch sees one, else the CPU."),
     Option("resume", str, None, path=True, must_exist=True,
@@ -176,6 +179,7 @@ class Settings:
     seed: int
     balance: str  # "frame" or "shot"
     keep: int
+    tensorboard: bool
     device: str
     grid: tuple[int, int]
     style_mixing: float
@@ -333,7 +337,7 @@ def resolve(options: dict[str, Any], resolution: int, img_channels: int, project
         ema_rampup=None if options.get("resume") else spec["ema_rampup"],
         mirror=bool(given(options, "mirror")), seed=int(project_seed if seed is None else seed),
         balance=str(given(options, "balance")),
-        keep=int(given(options, "keep")), device=device,
+        keep=int(given(options, "keep")), tensorboard=bool(given(options, "tensorboard")), device=device,
         grid=(int(grid[0]), int(grid[1])),
         resume=None if options.get("resume") is None else str(options["resume"]),
         style_mixing=float(pick("style_mixing")), pl_weight=float(pick("pl_weight")),

@@ -32,6 +32,7 @@ from .pictures import save_png, to_uint8_grid
 from .presets import FEATURE_METRICS, TRAIN_OPTIONS, Settings, expected_cpu_note, resolve
 
 STATS_NAME = "stats.jsonl"
+TENSORBOARD = "tensorboard"  # event files for TensorBoard (train.tensorboard = true)
 OPTIONS_NAME = "training_options.json"
 
 
@@ -85,6 +86,8 @@ def run_training(ctx: StageContext, sync: Sync, device: torch.device) -> Trainin
     bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     settings = resolve(opts, dataset.resolution, dataset.channels, ctx.project.seed, device.type, plan["arch_from"],
                        plan["arch_source"], world=info.world, bf16_supported=bf16, error=ctx.error)
+    if settings.tensorboard:
+        tensorboard_writer(ctx.error)  # say now, not at the first snapshot, that it cannot be loaded
 
     loop = TrainingLoop(settings, dataset, device, sync)
     tensors, state = plan["tensors"], plan["state"]
@@ -240,12 +243,40 @@ def _snapshot(ctx: StageContext, loop: TrainingLoop, out: Path, nominal: int, gr
     if loop.world > 1:
         record["gpus"] = loop.world
     append_line(out / STATS_NAME, json.dumps(record))
+    if s.tensorboard:
+        log_tensorboard(out / TENSORBOARD, record, fakes)
     loop.last_record = record
     path = out / ckpt.checkpoint_name(nominal)
     tensors = loop.checkpoint_tensors(rng)
     ckpt.save_checkpoint(path, tensors, loop.checkpoint_state())
     ckpt.prune(out, s.keep)
     ctx.snapshot_written(nominal / 1000, path, fakes)
+
+
+def tensorboard_writer(error: Callable[[str, str], CinemlError] | None = None) -> Any:
+    """TensorBoard's SummaryWriter class (PyTorch's), or a clear error when the tensorboard package is missing."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as exc:
+        message = (f"true, but TensorBoard cannot be loaded here ({exc}). Install it (pip install tensorboard), or "
+                   "set tensorboard = false.")
+        raise (error or (lambda key, text: CinemlError(f"train.{key} = {text}")))("tensorboard", message) from None
+    return SummaryWriter
+
+
+def log_tensorboard(folder: Path, record: dict[str, Any], fakes: Path) -> None:
+    """One snapshot for TensorBoard: every number of the stats line, and the fakes grid, at the image count.
+    Each snapshot writes (and closes) its own small event file, so a killed run loses nothing written."""
+    import numpy as np
+    from PIL import Image
+
+    step = int(record["nimg"])
+    with tensorboard_writer()(str(folder), filename_suffix=f".{step:09d}") as writer:
+        for key, value in record.items():
+            if key not in ("kimg", "nimg", "step", "time") and isinstance(value, (int, float)):
+                writer.add_scalar(f"train/{key}", value, step)
+        with Image.open(fakes) as image:
+            writer.add_image("fakes", np.asarray(image.convert("RGB")), step, dataformats="HWC")
 
 
 def _check_compatible(settings: Settings, saved: dict[str, Any], path: Path, warn: Callable[[str], None]) -> None:
