@@ -302,8 +302,8 @@ def project(ctx: StageContext) -> None:
     perceptual = perceptual_term(ctx, o["features"], net.path, device)
     out = Path(ctx.output)
     latents = out / LATENTS
-    latents.mkdir(parents=True, exist_ok=True)
-    keep_only_work_of(out, net.path, ctx.log, old=[*out.glob("[0-9]*.png"), latents])
+    out.mkdir(parents=True, exist_ok=True)
+    keep_only_work_of(out, net.path, ctx.log, old=[*out.glob("[0-9]*.png"), latents])  # another network's
     latents.mkdir(exist_ok=True)
     projector = Projector(G, o["space"], float(o["lr"]), perceptual, float(o["feature_weight"]))
     R, C = G.img_resolution, G.img_channels
@@ -320,11 +320,13 @@ def project(ctx: StageContext) -> None:
                 bar.advance()
                 k += 1
                 continue
-            cold = previous is None or previous[0] != frame.shot  # a new shot (unknown shots: one long one)
-            group = [frame] if cold or previous is None else _same_shot(frames, k, batch, out)
+            if previous is None or previous[0] != frame.shot:  # a shot's first frame (unknown shots: one long one)
+                cold, group, start = True, [frame], projector.average(1)
+            else:  # the next frames of the shot, each from the latent found for the frame before them
+                cold, group = False, _same_shot(frames, k, batch, out)
+                start = previous[1].expand(len(group), -1, -1)
             targets_u8 = np.stack([load_target(f.path, R, C) for f in group])
             targets = torch.from_numpy(targets_u8).to(device).float().div(127.5).sub(1)
-            start = projector.average(1) if cold or previous is None else previous[1].expand(len(group), -1, -1)
             ws, loss = projector.fit(targets, start, first_steps if cold else steps, cold)
             with torch.no_grad():
                 made = to_uint8(G.synthesis(ws, noise_mode="const"))
@@ -332,8 +334,9 @@ def project(ctx: StageContext) -> None:
                 save_png(to_pil(made[j]), out / f"{f.number:06d}.png")
                 with atomic_path(latents / f"{f.number:06d}.npy") as tmp, open(tmp, "wb") as handle:
                     np.save(handle, ws[j].cpu().numpy().astype(np.float32))
-                _record(out, f, float(loss[j]), round(psnr(made[j].transpose(2, 0, 1), targets_u8[j]), 3),
-                        first_steps if cold else steps, "cold" if cold else "warm")
+                quality = round(psnr(made[j].transpose(2, 0, 1), targets_u8[j]), 3)
+                _save_record(out, f, float(loss[j]), quality, first_steps if cold else steps,
+                             "cold" if cold else "warm")
             previous = (group[-1].shot, ws[-1:].detach())
             bar.advance(len(group))
             k += len(group)
@@ -361,19 +364,17 @@ def _finished(out: Path, frame: Frame) -> np.ndarray | None:
         return None
 
 
-def _record(out: Path, frame: Frame, loss: float | None, psnr: float | None, steps: int | None,
-            start: str | None = None) -> dict[str, Any]:
-    """A frame's line of projection.json, kept beside its latent (``.json``) so a resumed run has it too."""
-    path = out / LATENTS / f"{frame.number:06d}.json"
-    if loss is None:
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError):
-            return {}
-    entry = {"loss": loss, "psnr": psnr, "steps": steps, "start": start}
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(entry))
-    return entry
+def _save_record(out: Path, frame: Frame, loss: float, psnr: float, steps: int, start: str) -> None:
+    """A frame's line of projection.json, kept beside its latent so a resumed run has it too."""
+    with atomic_path(out / LATENTS / f"{frame.number:06d}.json") as tmp:
+        tmp.write_text(json.dumps({"loss": loss, "psnr": psnr, "steps": steps, "start": start}))
+
+
+def _load_record(out: Path, frame: Frame) -> dict[str, Any]:
+    try:
+        return json.loads((out / LATENTS / f"{frame.number:06d}.json").read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def _write_results(out: Path, frames: list[Frame], G: Any, net: Any, o: dict[str, Any], first_steps: int,
@@ -386,7 +387,7 @@ def _write_results(out: Path, frames: list[Frame], G: Any, net: Any, o: dict[str
         np.save(handle, lat)
     entries = []
     for f in frames:
-        entry = _record(out, f, None, None, None)
+        entry = _load_record(out, f)
         entries.append({"file": f"{f.number:06d}.png", "frame": f.number, "source": str(f.path.name),
                         "shot": f.shot, **entry})
     record = {"snapshot": str(net.path), "kimg": net.kimg, "format": net.format, "space": o["space"],
