@@ -41,7 +41,7 @@ _SPECS: dict[str, dict[str, Any]] = {
     # Small enough that a 32x32 run shows shapes within minutes on two CPU cores. Short runs: no style mixing
     # or path-length penalty (a step costs 0.78x, and neither helps in a thousand steps), and a mode-seeking
     # term against collapse onto one picture (docs/training.md#short-runs has the measurements).
-    "tiny": dict(kimg=20, snapshot_kimg=1, batch=8, mbstd_group=4, channel_base=1024, channel_max=128,
+    "tiny": dict(kimg=20, snapshot_kimg=1, batch=8, mbstd_group=4, channel_base=512, channel_max=64,
                  map_layers=2, lr=0.0025, gamma=None, ema_kimg=None, ema_rampup=0.05,
                  **{**_REFERENCE, "style_mixing": 0.0, "pl_weight": 0.0, "mode_seeking": 0.3}),
 }
