@@ -122,10 +122,25 @@ class Page:
                     image.save(tmp, format="JPEG", quality=85)
         return self.link(target)
 
+    def preview(self, path: Path, width: int = ART_WIDTH) -> str | None:
+        """A thumbnail's link, the picture's own link when it is too big to open safely, None when unreadable."""
+        from PIL import Image
+
+        try:
+            return self.thumb(path, width)
+        except Image.DecompressionBombError:
+            return self.link(path)
+        except (OSError, ValueError):  # half-written or damaged: leave it out of this version of the page
+            return None
+
     def picture(self, path: Path, width: int = THUMB_WIDTH, caption: str = "") -> str:
-        """A thumbnail that opens the full picture."""
+        """A thumbnail that opens the full picture (a link alone for a picture too big to open safely)."""
+        from PIL import Image
+
         try:
             small = self.thumb(path, width)
+        except Image.DecompressionBombError:  # e.g. a facade of thousands of windows: link it, do not shrink it
+            return f'<p><a href="{self.link(path)}">{html.escape(caption or path.name)}</a> (too big to preview)</p>'
         except (OSError, ValueError):  # unreadable or half-written: leave it out of this version of the page
             return ""
         text = html.escape(caption or path.name)
@@ -170,7 +185,7 @@ class Page:
         reals = train / "reals.png"
         if reals.exists():
             parts.append(f'<h3>Reals</h3><div class="row">{self.picture(reals, 480, "reals.png")}</div>')
-        shots = [(kimg, path, self.thumb(path, ART_WIDTH)) for kimg, path in snapshots(train) if _readable(path)]
+        shots = [(kimg, path, small) for kimg, path in snapshots(train) if (small := self.preview(path)) is not None]
         if shots:
             data = json.dumps([{"kimg": kimg, "thumb": small, "full": self.link(path)} for kimg, path, small in shots])
             first_kimg, _, first_thumb = shots[-1]
@@ -247,13 +262,6 @@ class Page:
                 if isinstance(item, (tuple, list)) and len(item) == 2:
                     found.append((str(item[0]), str(item[1])))
         return found
-
-
-def _readable(path: Path) -> bool:
-    try:
-        return path.stat().st_size > 0
-    except OSError:
-        return False
 
 
 def _table(rows: Sequence[tuple[str, str]]) -> str:

@@ -257,3 +257,15 @@ def test_the_page_in_a_real_browser(project: Path) -> None:
         assert driver.save_screenshot(str(ARTIFACTS / "gallery.png"))
     finally:
         driver.quit()
+
+
+def test_a_picture_too_big_to_open_safely_is_linked_not_previewed(project: Path, tmp_path: Path, monkeypatch) -> None:
+    from PIL import Image
+
+    copy = tmp_path / "copy"
+    shutil.copytree(project, copy, ignore=shutil.ignore_patterns("report"))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # every picture here is more than twice that
+    project_obj = type("P", (), {"root": copy, "name": "copy", "manifest_path": copy / "project.toml",
+                                 "source": None, "hook": None})()
+    text = gallery.build(project_obj).read_text(encoding="utf-8")
+    assert '<a href="../art/grid.png">grid.png</a> (too big to preview)' in text
