@@ -405,8 +405,9 @@ def _check_dependencies(project: Project, file: Path) -> None:
             if needs != "source" and needs not in present:
                 if takes_images:
                     named = [s for s in project.steps if StageId(s.stage).group == needs]
-                    also = (f" (its [[{needs}]] steps are named: use input = {named[0].options['name']!r})"
-                            if named and "name" in named[0].options else "")
+                    key = BY_TABLE[needs].step_key if needs in BY_TABLE else ""
+                    also = (f" (its [[{needs}]] steps are named: use input = {named[0].options[key]!r})"
+                            if named and named[0].options.get(key) else "")
                     raise _fail(file, f"{step.where}.input", f"{step.options['input']!r} comes from the [{needs}] "
                                                               f"stage, which the manifest does not have{also}.")
                 raise _fail(file, step.where, f"needs the [{needs}] stage, which the manifest does not have.")

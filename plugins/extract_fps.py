@@ -179,6 +179,11 @@ class Job:
         return float(self.rate)
 
     @property
+    def frame_rate(self) -> float:
+        """The rate of the extracted frames: fps = N, or the film's own for "source" (25 when it gives none)."""
+        return float(self.info.fps or 25) if self.source_rate else self.steady_rate
+
+    @property
     def seconds(self) -> float | None:
         dur = self.info.duration
         stop = dur if self.end is None or (dur is not None and self.end > dur) else float(self.end)
@@ -233,7 +238,7 @@ class Job:
                               "cannot be told. Delete the frames folder and run again; if it happens again, set "
                               "[extract] shots = false and dedupe = 0 and report it.")
         thumbs = thumbs[slots]
-        rate = float(self.info.fps or 25) if self.source_rate else self.steady_rate
+        rate = self.frame_rate
         starts = find_shots(thumbs, rate) if self.shots else [0]
         keep = dedupe(thumbs, starts, self.dedupe)
         return (starts if self.shots else None), ([bool(k) for k in keep] if self.dedupe > 0 else None)
@@ -436,7 +441,7 @@ class Job:
         }
         shot = shot_of(starts, len(times)) if starts is not None else None
         if starts is not None:  # before index.json, whose presence means "complete"
-            step = 1 / (float(self.info.fps or 25) if self.source_rate else self.steady_rate)
+            step = 1 / self.frame_rate
             with atomic_path(self.out / "shots.json") as tmp:
                 shots = shot_list(starts, times, step, self.info.fps, kept)
                 tmp.write_text(json.dumps({"film": self.film.name, "rate": self.info.fps, "shots": shots}, indent=1))

@@ -32,6 +32,7 @@ from PIL import Image
 
 from cineml import CinemlError, Generator, Option, StageContext, atomic_path, flatten, frame_facts
 
+from .dataset import list_frames
 from .pictures import pick_device, save_png, to_pil, to_uint8
 
 if TYPE_CHECKING:
@@ -102,7 +103,7 @@ def frames_to_project(ctx: StageContext, pattern: str, every: int) -> list[Frame
     if pattern == "frames":
         if "frames" not in ctx.inputs:
             raise ctx.error("input", "\"frames\" needs the extract stage; add [extract] or give a glob.")
-        paths = [p for p in Path(ctx.inputs["frames"]).iterdir() if p.suffix.lower() in (".jpg", ".png", ".webp")]
+        paths = list_frames(Path(ctx.inputs["frames"]))
     else:
         paths = [p for p in root.glob(pattern) if p.is_file()]
     numbered = sorted((p for p in paths if p.stem.isdigit()), key=lambda p: int(p.stem))
