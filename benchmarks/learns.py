@@ -16,10 +16,12 @@ Settings, each trained from the same seed in its own process (one torch thread; 
 ``--seeds N`` trains each from N seeds and averages, with the spread of the SWD):
 
 - ``today``: the ``tiny`` preset's values before the small-budget changes, written out as options
-  (batch 8, channel_base 1024, lr 0.0025, R1 gamma from the auto formula, ADA at the paper's pace
+  (batch 8, channel_base 1024, lr 0.0025 for G and D, R1 gamma from the auto formula, ADA at the paper's pace
   ``ada_kimg = 500``, style mixing 0.9, path length 2), so it stays the baseline after the preset changed;
 - ``new``: ``config = "tiny"`` as it is now (the defaults the README demo runs).
-- more with ``--try NAME={options}`` (over ``config = "tiny"``); docs/training.md#short-runs lists what was tried.
+- more with ``--try NAME={options}`` (over ``config = "tiny"``; a key starting with ``_`` sets a field of the
+  resolved settings that no option reaches, e.g. ``'{"_ema_rampup": 0.02}'``); docs/training.md#short-runs
+  lists what was tried.
 
 At each budget the EMA generator makes as many images as there are frames (fixed latents, random
 noise, as the trainer's own metrics do) and the benchmark prints the project's SWD (x1e3, Laplacian
@@ -39,6 +41,7 @@ that had learned the film perfectly) and of uniform noise (one that learned noth
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -55,7 +58,7 @@ CLIP_PATH = "usr/lib/python3/dist-packages/imageio/resources/images/cockatoo.mp4
 
 # The tiny preset as it was before the small-budget work (commit 0c8e880), written out as options.
 TODAY = {"config": "tiny", "batch": 8, "channel_base": 1024, "channel_max": 128, "map_layers": 2, "lr": 0.0025,
-         "ema_kimg": 2.5, "style_mixing": 0.9, "pl_weight": 2.0, "augment": "ada", "augment_p": 0.0,
+         "dlr": 0.0025, "ema_kimg": 2.5, "style_mixing": 0.9, "pl_weight": 2.0, "augment": "ada", "augment_p": 0.0,
          "ada_kimg": 500.0, "ada_target": 0.6, "mirror": False, "mode_seeking": 0.0}
 SETTINGS = {"today": TODAY, "new": {"config": "tiny"}}
 
@@ -128,7 +131,9 @@ def child(job: dict) -> None:
     mirror = bool(job["options"].get("mirror"))
     dataset = open_frames(Path(job["frames"]), Path(job["cache"]), mirror=mirror, log=lambda msg: None)
     options = {**job["options"], "kimg": max(job["budgets"]), "device": "cpu"}
+    fields = {k[1:]: options.pop(k) for k in list(options) if k.startswith("_")}  # Settings fields, e.g. _betas
     settings = resolve(options, dataset.resolution, dataset.channels, project_seed=0, device="cpu")
+    settings = dataclasses.replace(settings, **{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
     loop = TrainingLoop(settings, dataset, "cpu")
     count = dataset.num_frames
     per_image = patches_per_image(count)
@@ -177,9 +182,9 @@ def run_job(case: str, name: str, options: dict, frames: Path, budgets: list[flo
             references: bool) -> list[dict]:
     samples = work / "samples" / f"{case}-{name}"
     samples.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     job = {"frames": str(frames), "cache": str(work / "cache" / f"{case}"), "options": options,
            "budgets": budgets, "references": references, "samples": str(samples)}
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, __file__, "--child", json.dumps(job)], capture_output=True, text=True,
                          env=env)
     if out.returncode:

@@ -14,7 +14,7 @@ PICTURES = {  # source in the demo folder -> (picture name, width)
     "train/reals.png": ("reals.jpg", 512),
     "train/fakes000000.png": ("fakes-untrained.jpg", 512),
     "train/fakes000005.png": ("fakes-5kimg.jpg", 512),
-    "train/fakes000010.png": ("fakes-10kimg.jpg", 512),
+    "train/fakes000016.png": ("fakes-16kimg.jpg", 512),
     "art/filmstrip.png": ("filmstrip.jpg", 800),
     "art/shots.png": ("shots.jpg", 528),
     "art/generated-grid.png": ("generated-grid.jpg", 480),

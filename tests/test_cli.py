@@ -150,7 +150,7 @@ def test_new_with_a_film_puts_it_in_the_project_with_settings_that_fit(tmp_path,
         assert (root / "footage" / film.name).read_bytes() == film.read_bytes()
         assert data["preprocess"][0]["grayscale"] is black_and_white
         assert ("the film is black and white" if black_and_white else "the film is in colour") in out
-        assert (data["preprocess"][0]["size"], data["train"]["config"], data["train"]["kimg"]) == (32, "tiny", 10)
+        assert (data["preprocess"][0]["size"], data["train"]["config"], data["train"]["kimg"]) == (32, "tiny", 16)
         assert "no CUDA GPU here" in out  # these machines; a GPU gets the auto preset at up to 512 px
     code, out = cineml_cli("run", root / "project.toml", "-S", "train.kimg=0.02", "-S", "train.snapshot_kimg=0.01",
                            "-S", "generate.seeds=0-3")

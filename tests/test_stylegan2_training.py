@@ -31,7 +31,8 @@ RES = 16
 # A deliberately small network (the "tiny" preset with fewer channels) so every run takes seconds, with
 # every training phase of the GPU presets on (style mixing, path length) and ADA at the paper's pace.
 FAST = {"config": "tiny", "channel_base": 256, "channel_max": 32, "batch": 8, "device": "cpu", "grid": [8, 4],
-        "style_mixing": 0.9, "pl_weight": 2.0, "augment_p": 0.0, "ada_kimg": 500.0, "lr": 0.0025}
+        "style_mixing": 0.9, "pl_weight": 2.0, "augment_p": 0.0, "ada_kimg": 500.0, "lr": 0.0025,
+        "dlr": 0.0025}
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -85,6 +86,7 @@ def test_presets_follow_stylegan2_ada_defaults():
     p = resolve({"config": "paper256", "gamma": 3, "kimg": 1.2}, 256, 3)
     assert (p.batch, p.mbstd_group, p.gamma, p.kimg, p.channel_base) == (64, 8, 3, 1.2, 16384)
     assert default_grid(1024) == (7, 4) and default_grid(256) == (30, 16) and default_grid(32) == (16, 9)
+    assert (auto.dlr, f.dlr, p.dlr) == (auto.lr, f.lr, p.lr)  # the reference: one learning rate for G and D
     with pytest.raises(CinemlError, match="batch_gpu"):
         resolve({"batch": 8, "batch_gpu": 3}, 64, 3)
 
@@ -151,14 +153,14 @@ def test_run_writes_snapshots_and_resumes_exactly(tmp_path):
 def test_transfer_from_a_reference_pickle(tmp_path):
     """resume = "net.pkl" (StyleGAN2-ADA format, read without unpickling) starts G, G_ema and D from its weights.
 
-    lr = 0 keeps the weights where they started, so after one step they must still be the pickle's.
+    lr = dlr = 0 keep the weights where they started, so after one step they must still be the pickle's.
     """
     G = tiny_generator(7, channel_max=32)
     D = tiny_discriminator(8, img_resolution=RES, channel_max=32)
     pkl = reference_pickle(tmp_path, G, D)
     frames = make_frames(tmp_path / "frames", count=8)
     out = tmp_path / "out"
-    messages = run(tmp_path, frames, out, kimg=0.008, snapshot_kimg=0.008, resume=pkl, lr=0.0)
+    messages = run(tmp_path, frames, out, kimg=0.008, snapshot_kimg=0.008, resume=pkl, lr=0.0, dlr=0.0)
     assert any("Transfer learning from" in m for m in messages)
     assert not any("starts from scratch" in m for m in messages)
     saved = tensors_of(out / "network-snapshot-000000_008.safetensors", "")
@@ -374,7 +376,7 @@ def test_a_collapsed_network_is_named_in_plain_words(tmp_path):
     pkl = reference_pickle(tmp_path, G, tiny_discriminator(8, img_resolution=RES, channel_max=32))
     frames = make_frames(tmp_path / "frames", count=16)
     out = tmp_path / "out"
-    messages = run(tmp_path, frames, out, kimg=0.016, snapshot_kimg=0.016, resume=pkl, lr=0.0, metrics=["swd"])
+    messages = run(tmp_path, frames, out, kimg=0.016, snapshot_kimg=0.016, resume=pkl, lr=0.0, dlr=0.0, metrics=["swd"])
     (line,) = stats(out)
     assert line["diversity"] < 0.05 and line["swd"] > 0
     (warning,) = [m for m in messages if "the network has collapsed" in m]
@@ -447,9 +449,24 @@ def test_the_tiny_preset_trains_with_mode_seeking_and_logs_it(tmp_path):
     frames = make_frames(tmp_path / "frames", count=16)
     run(tmp_path, frames, tmp_path / "out", kimg=0.016, snapshot_kimg=0.016, style_mixing=None, pl_weight=None)
     settings = json.loads((tmp_path / "out" / "training_options.json").read_text())
-    assert (settings["mode_seeking"], settings["style_mixing"], settings["pl_weight"]) == (0.3, 0.0, 0.0)
+    assert (settings["mode_seeking"], settings["style_mixing"], settings["pl_weight"]) == (0.1, 0.0, 0.0)
     record = json.loads((tmp_path / "out" / "stats.jsonl").read_text().splitlines()[-1])
     assert record["mode_seeking"] > 0 and "pl_penalty" not in record
+
+
+def test_the_tiny_preset_lets_g_learn_at_three_times_ds_rate(tmp_path):
+    from cineml_plugins.stylegan2.loop import TrainingLoop
+
+    tiny = resolve({"config": "tiny"}, 16, 1)
+    assert (tiny.lr, tiny.dlr) == pytest.approx((0.0075, 0.0025))
+    assert resolve({"config": "tiny", "lr": 0.006}, 16, 1).dlr == pytest.approx(0.002)  # follows the artist's lr
+    assert resolve({"config": "tiny", "lr": 0.004, "dlr": 0.003}, 16, 1).dlr == 0.003  # dlr set: the artist's word
+
+    dataset = open_frames(make_frames(tmp_path / "frames", count=8), tmp_path / "cache")
+    loop = TrainingLoop(resolve({**FAST, "lr": 0.004, "dlr": 0.001}, RES, dataset.channels), dataset)
+    # Adam's rates, corrected for lazy regularisation as in the reference (G every 4th step, D every 16th).
+    assert loop.G_opt.param_groups[0]["lr"] == pytest.approx(0.004 * 4 / 5)
+    assert loop.D_opt.param_groups[0]["lr"] == pytest.approx(0.001 * 16 / 17)
 
 
 def test_a_dry_run_after_a_kill_says_where_training_resumes(tmp_path):

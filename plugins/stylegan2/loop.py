@@ -78,8 +78,8 @@ class TrainingLoop:
             self.loss.G_main = cast(Generator, types.SimpleNamespace(  # G's two halves, as run_generator calls them
                 mapping=self.G.mapping, synthesis=lambda ws, **kw: synthesis(ws.contiguous(), **kw)))
             self.loss.D_main = cast(torch.nn.Module, torch.compile(self.D))
-        self.G_opt = self._adam(self.G, s.g_reg_interval)
-        self.D_opt = self._adam(self.D, s.d_reg_interval)
+        self.G_opt = self._adam(self.G, s.lr, s.g_reg_interval)
+        self.D_opt = self._adam(self.D, s.dlr, s.d_reg_interval)
         self.sampler = Sampler(len(dataset), s.seed, weights=dataset.weights(s.balance))
         self.nimg = 0  # images shown so far (all ranks together)
         self.step_idx = 0
@@ -98,11 +98,11 @@ class TrainingLoop:
     def batch_per_rank(self) -> int:
         return self.settings.batch // self.world
 
-    def _adam(self, module: torch.nn.Module, reg_interval: int) -> torch.optim.Optimizer:
+    def _adam(self, module: torch.nn.Module, lr: float, reg_interval: int) -> torch.optim.Optimizer:
         """Adam with lr and betas corrected for lazy regularisation: c = I / (I + 1)."""
         s = self.settings
         c = reg_interval / (reg_interval + 1)
-        lr, betas = s.lr * c, (s.betas[0] ** c, s.betas[1] ** c)
+        lr, betas = lr * c, (s.betas[0] ** c, s.betas[1] ** c)
         try:
             return torch.optim.Adam(module.parameters(), lr=lr, betas=betas, eps=s.eps, fused=True)
         except (RuntimeError, TypeError):  # fused Adam unsupported on this device/build

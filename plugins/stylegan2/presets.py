@@ -25,8 +25,9 @@ MISSING_INCEPTION = (
     "the StyleGAN2-ADA and StyleGAN3 metrics use), or remove \"fid\" and \"kid\" from metrics.")
 
 # Per-config values. None: computed by the ``auto`` formulas from the resolution. style_mixing, pl_weight and
-# augment_p are the reference's 0.9, 2 and 0 in every preset (a preset may set its own).
-_REFERENCE = dict(style_mixing=0.9, pl_weight=2.0, augment_p=0.0, mode_seeking=0.0)
+# augment_p are the reference's 0.9, 2 and 0 in every preset (a preset may set its own); dlr_ratio is D's
+# learning rate over G's (1: the reference's single lr).
+_REFERENCE = dict(style_mixing=0.9, pl_weight=2.0, augment_p=0.0, mode_seeking=0.0, dlr_ratio=1.0)
 _SPECS: dict[str, dict[str, Any]] = {
     "stylegan2": dict(kimg=25000, snapshot_kimg=200, batch=32, mbstd_group=4, channel_base=32768,
                       channel_max=512, map_layers=8, lr=0.002, gamma=10.0, ema_kimg=10.0, ema_rampup=None,
@@ -39,11 +40,12 @@ _SPECS: dict[str, dict[str, Any]] = {
     "auto": dict(kimg=25000, snapshot_kimg=50, batch=None, mbstd_group=None, channel_base=None,
                  channel_max=512, map_layers=2, lr=None, gamma=None, ema_kimg=None, ema_rampup=0.05, **_REFERENCE),
     # Small enough that a 32x32 run shows shapes within minutes on two CPU cores. Short runs: no style mixing
-    # or path-length penalty (a step costs 0.78x, and neither helps in a thousand steps), and a mode-seeking
-    # term against collapse onto one picture (docs/training.md#short-runs has the measurements).
+    # or path-length penalty (a step costs 0.78x, and neither helps in a thousand steps), G learning at three
+    # times D's rate (0.0075 against 0.0025), and a light mode-seeking term against collapse onto one picture
+    # (docs/training.md#short-runs has the measurements).
     "tiny": dict(kimg=20, snapshot_kimg=1, batch=8, mbstd_group=4, channel_base=512, channel_max=64,
-                 map_layers=2, lr=0.0025, gamma=None, ema_kimg=None, ema_rampup=0.05,
-                 **{**_REFERENCE, "style_mixing": 0.0, "pl_weight": 0.0, "mode_seeking": 0.3}),
+                 map_layers=2, lr=0.0075, gamma=None, ema_kimg=None, ema_rampup=0.05,
+                 **{**_REFERENCE, "style_mixing": 0.0, "pl_weight": 0.0, "mode_seeking": 0.1, "dlr_ratio": 1 / 3}),
 }
 
 
@@ -84,7 +86,10 @@ TRAIN_OPTIONS = (
            help="Images per forward pass; smaller than batch accumulates gradients to save memory "
                 "(default: the whole batch)."),
     Option("gamma", float, None, min=0, help=f"R1 regularisation weight {_PRESET}."),
-    Option("lr", float, None, min=0, help=f"Adam learning rate of G and D {_PRESET}."),
+    Option("lr", float, None, min=0, help=f"Adam learning rate of G, and of D unless dlr is set {_PRESET}."),
+    Option("dlr", float, None, min=0,
+           help="Adam learning rate of D (default: lr in the paper's configurations; lr / 3 in tiny, where a "
+                "generator learning faster than its critic made short runs learn the film sooner)."),
     Option("ema_kimg", float, None, min=0, help=f"Half-life of the generator's moving average {_PRESET}."),
     Option("mirror", bool, False, help="Also train on left-right mirrored frames (doubles the data)."),
     Option("balance", str, "frame", choices=("frame", "shot"),
@@ -171,7 +176,8 @@ class Settings:
     channel_base: int
     channel_max: int
     map_layers: int
-    lr: float
+    lr: float  # G's
+    dlr: float  # D's
     gamma: float
     ema_kimg: float
     ema_rampup: float | None
@@ -321,6 +327,8 @@ def resolve(options: dict[str, Any], resolution: int, img_channels: int, project
         raise fail("metrics", f"{list(metrics)!r} asks for {' and '.join(wants)} but inception is not set. "
                               f"{MISSING_INCEPTION}")
     ada_kimg = options.get("ada_kimg")
+    lr = float(pick("lr"))
+    dlr = float(options["dlr"]) if options.get("dlr") is not None else round(lr * spec["dlr_ratio"], 12)
     dims: _Dims = {}  # sizes the network we continue from fixes (Settings' defaults otherwise)
     if arch_from and "z_dim" in arch_from:
         dims["z_dim"] = int(arch_from["z_dim"])
@@ -332,7 +340,7 @@ def resolve(options: dict[str, Any], resolution: int, img_channels: int, project
         kimg=float(pick("kimg")), snapshot_kimg=float(pick("snapshot_kimg")), batch=batch, batch_gpu=batch_gpu,
         mbstd_group=int(options.get("mbstd_group") or spec["mbstd_group"]),
         channel_base=int(arch["channel_base"]), channel_max=int(arch["channel_max"]),
-        map_layers=int(arch["map_layers"]), lr=float(pick("lr")), gamma=float(pick("gamma")),
+        map_layers=int(arch["map_layers"]), lr=lr, dlr=dlr, gamma=float(pick("gamma")),
         ema_kimg=float(pick("ema_kimg")),
         ema_rampup=None if options.get("resume") else spec["ema_rampup"],
         mirror=bool(given(options, "mirror")), seed=int(project_seed if seed is None else seed),
@@ -388,7 +396,7 @@ def suggest_for_film(film: Any) -> dict[str, tuple[Any, str]]:
 
     On a CUDA GPU: the largest power of two that does not enlarge the film, between 64 and 512 px, with
     the ``auto`` preset for 2000 kimg (an evening or a night on one recent GPU at 512 px). On a CPU: the
-    README demo's sketch, 32 px with ``tiny`` for 10 kimg (a few minutes), to see the pipeline work first.
+    README demo's sketch, 32 px with ``tiny`` for 16 kimg (a few minutes), to see the pipeline work first.
     """
     import torch
 
@@ -396,7 +404,7 @@ def suggest_for_film(film: Any) -> dict[str, tuple[Any, str]]:
 
     if not torch.cuda.is_available():
         why = "no CUDA GPU here: a 32 px sketch in a few minutes on the CPU (use a GPU and size 512 for the film)"
-        return {"preprocess.0.size": (32, why), "train.config": ("tiny", why), "train.kimg": (10, why),
+        return {"preprocess.0.size": (32, why), "train.config": ("tiny", why), "train.kimg": (16, why),
                 "train.snapshot_kimg": (0.5, why)}
     info = probe(film)
     side = max(info.display_width, info.display_height)
