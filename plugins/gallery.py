@@ -253,11 +253,10 @@ class Page:
                 + "".join(body) + "</table>")
 
     def extra(self) -> list[tuple[str, str]]:
-        hook = getattr(self.project, "hook", None)
-        if hook is None:
+        if self.project.hook is None:  # a project made by hand, not loaded with the plugins
             return []
         found = []
-        for result in hook.report_sections(project=self.project):
+        for result in self.project.hook.report_sections(project=self.project):
             for item in result or []:
                 if isinstance(item, (tuple, list)) and len(item) == 2:
                     found.append((str(item[0]), str(item[1])))
