@@ -148,8 +148,9 @@ def child(job: dict) -> None:
     real_patches = describe(reals)
 
     def measure(images: torch.Tensor) -> dict:
-        return {"swd": swd(real_patches, describe(images), dataset.resolution, dataset.channels)["swd"],
-                "diversity": diversity(reals, images), "coverage": coverage(reals, images)}
+        levels = swd(real_patches, describe(images), dataset.resolution, dataset.channels)
+        return {**{k: round(v, 1) for k, v in levels.items()}, "diversity": diversity(reals, images),
+                "coverage": coverage(reals, images)}
 
     if job.get("references"):
         halves = describe(reals[::2]), describe(reals[1::2])
@@ -190,7 +191,8 @@ def run_job(case: str, name: str, options: dict, frames: Path, budgets: list[flo
     if out.returncode:
         raise SystemExit(f"{case}/{name} failed:\n{out.stderr[-3000:]}")
     rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
-    done = "  ".join(f"{r['kimg']:g} kimg {r['seconds']:.0f} s SWD {r['swd']:.0f} div {r['diversity']:.2f} "
+    done = "  ".join(f"{r['kimg']:g} kimg {r['seconds']:.0f} s SWD {r['swd']:.0f} "
+                     f"({'/'.join(f'{v:.0f}' for k, v in r.items() if k.startswith('swd_'))}) div {r['diversity']:.2f} "
                      f"cov {r['coverage']:.2f}" for r in rows if "kimg" in r)
     print(f"[{case}/{name} done] {done}", flush=True)
     return rows

@@ -32,7 +32,7 @@ RES = 16
 # every training phase of the GPU presets on (style mixing, path length) and ADA at the paper's pace.
 FAST = {"config": "tiny", "channel_base": 256, "channel_max": 32, "batch": 8, "device": "cpu", "grid": [8, 4],
         "style_mixing": 0.9, "pl_weight": 2.0, "augment_p": 0.0, "ada_kimg": 500.0, "lr": 0.0025,
-        "dlr": 0.0025}
+        "dlr": 0.0025, "loss": "logistic"}
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -87,6 +87,7 @@ def test_presets_follow_stylegan2_ada_defaults():
     assert (p.batch, p.mbstd_group, p.gamma, p.kimg, p.channel_base) == (64, 8, 3, 1.2, 16384)
     assert default_grid(1024) == (7, 4) and default_grid(256) == (30, 16) and default_grid(32) == (16, 9)
     assert (auto.dlr, f.dlr, p.dlr) == (auto.lr, f.lr, p.lr)  # the reference: one learning rate for G and D
+    assert (auto.loss, f.loss, p.loss) == ("logistic",) * 3  # and its non-saturating logistic loss
     with pytest.raises(CinemlError, match="batch_gpu"):
         resolve({"batch": 8, "batch_gpu": 3}, 64, 3)
 
@@ -445,13 +446,49 @@ def test_mode_seeking_counts_different_pictures_not_grain():
     assert at_full_size > 2 and shrunk < 0.6  # grain outweighs a different picture only at full size
 
 
-def test_the_tiny_preset_trains_with_mode_seeking_and_logs_it(tmp_path):
+def test_the_tiny_preset_trains_with_mode_seeking_and_the_relativistic_loss_and_logs_them(tmp_path):
     frames = make_frames(tmp_path / "frames", count=16)
-    run(tmp_path, frames, tmp_path / "out", kimg=0.016, snapshot_kimg=0.016, style_mixing=None, pl_weight=None)
+    run(tmp_path, frames, tmp_path / "out", kimg=0.016, snapshot_kimg=0.016, style_mixing=None, pl_weight=None,
+        loss=None)
     settings = json.loads((tmp_path / "out" / "training_options.json").read_text())
     assert (settings["mode_seeking"], settings["style_mixing"], settings["pl_weight"]) == (0.1, 0.0, 0.0)
+    assert settings["loss"] == "relativistic"
     record = json.loads((tmp_path / "out" / "stats.jsonl").read_text().splitlines()[-1])
     assert record["mode_seeking"] > 0 and "pl_penalty" not in record
+    assert record["r1_penalty"] > 0 and record["r2_penalty"] > 0  # step 0 is a regularisation step
+
+
+def test_the_relativistic_loss_only_compares_frames_with_generated_images():
+    """Relativistic: only D(frame) - D(image) counts, so shifting every score by a constant changes nothing
+    (the logistic loss does change); the regulariser adds R2, D's gradient on generated images."""
+    from cineml_plugins.stylegan2.loss import StyleGAN2Loss, r1_penalty
+
+    G, D = tiny_generator(), tiny_discriminator()
+    real = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    z = torch.randn(4, G.z_dim, generator=torch.Generator().manual_seed(3))
+
+    def losses(relativistic: bool, shift: float) -> tuple[float, float, float]:
+        loss = StyleGAN2Loss(G, D, r1_gamma=1.0, style_mixing=0.0, relativistic=relativistic)
+        loss.D_main = lambda img: D(img) + shift
+        torch.manual_seed(0)  # the same noise inputs every time
+        d, d_stats = loss.d_main(z, real)
+        torch.manual_seed(0)
+        g, _ = loss.g_main(z, real)
+        return float(d.detach()), float(g.detach()), float(d_stats["D_real_sign"])
+
+    assert losses(True, 3.0) == pytest.approx(losses(True, 0.0), abs=1e-5)
+    assert losses(False, 3.0)[0] != pytest.approx(losses(False, 0.0)[0], abs=1e-2)
+    torch.manual_seed(0)
+    fake = G(z, noise_mode="random")
+    assert losses(True, 0.0)[2] == pytest.approx(float((D(real) - D(fake)).sign().mean().detach()))  # ADA's
+
+    torch.manual_seed(0)
+    total, stats = StyleGAN2Loss(G, D, r1_gamma=2.0, style_mixing=0.0, relativistic=True).d_reg(z, real)
+    torch.manual_seed(0)
+    r2 = r1_penalty(D, G(z, noise_mode="random"))[0].mean().detach()
+    assert float(stats["r2_penalty"]) == pytest.approx(float(r2), rel=1e-4) and float(r2) > 0
+    assert float(total.detach()) == pytest.approx(float(stats["r1_penalty"] + stats["r2_penalty"]), rel=1e-4)
+    assert "r2_penalty" not in StyleGAN2Loss(G, D, r1_gamma=2.0, style_mixing=0.0).d_reg(z, real)[1]
 
 
 def test_the_tiny_preset_lets_g_learn_at_three_times_ds_rate(tmp_path):

@@ -2,7 +2,8 @@
 
 One iteration ("step") shows ``batch`` real images and runs, as in the paper's lazy-regularisation
 schedule: G main loss; every 4th step the path-length penalty (x4); D main loss; every 16th step R1
-(x16). Each phase is its own optimiser step. After the step the EMA generator follows G.
+(x16; with the relativistic loss, R1 + R2). Each phase is its own optimiser step. After the step the EMA
+generator follows G.
 
 Resumption is exact on the CPU: a checkpoint holds the networks, Adam states, ``pl_mean``, the RNG
 state, the data sampler's position and the image count, and snapshots never draw from the global
@@ -70,7 +71,8 @@ class TrainingLoop:
             if s.augment == "ada":
                 self.ada = AdaController(pipe, s.ada_target, s.ada_kimg, s.batch, s.ada_interval)
         self.loss = StyleGAN2Loss(self.G, self.D, s.gamma, s.style_mixing, s.pl_weight, s.pl_decay,
-                                  s.pl_batch_shrink, augment=self.augment, mode_seeking=s.mode_seeking)
+                                  s.pl_batch_shrink, augment=self.augment, mode_seeking=s.mode_seeking,
+                                  relativistic=s.loss == "relativistic")
         if s.compile:
             synthesis = torch.compile(self.G.synthesis)
             # ws are a broadcast view without style mixing and a new tensor with it: give the compiled
@@ -146,20 +148,20 @@ class TrainingLoop:
         z = lambda: torch.randn(bg, s.z_dim, device=dev)  # noqa: E731 (fresh latents per phase, as in the paper)
         stats: dict[str, list[torch.Tensor]] = {}
         L = self.loss
-        # G main: fool D (non-saturating loss; plus mode seeking when on).
+        # G main: fool D (non-saturating or relativistic loss; plus mode seeking when on).
         with math_flags(tf32=self.tf32):
-            self._phase(self.G, self.G_opt, lambda i: L.g_main(z()), 1.0, stats)
+            self._phase(self.G, self.G_opt, lambda i: L.g_main(z(), reals[i]), 1.0, stats)
         # G reg, every 4th step: path-length penalty, x4 (lazy regularisation); double backward in fp32.
         if s.pl_weight > 0 and self.step_idx % s.g_reg_interval == 0:
             with math_flags(tf32=False):
                 self._phase(self.G, self.G_opt, lambda i: L.g_reg(z()), s.g_reg_interval, stats)
-        # D main: tell the frames from G's images (logistic loss; ADA augments both).
+        # D main: tell the frames from G's images (logistic or relativistic loss; ADA augments both).
         with math_flags(tf32=self.tf32):
             self._phase(self.D, self.D_opt, lambda i: L.d_main(z(), reals[i]), 1.0, stats)
-        # D reg, every 16th step: R1 on the frames, x16; double backward in fp32.
+        # D reg, every 16th step: R1 on the frames (relativistic: + R2 on G's images), x16; double backward in fp32.
         if s.gamma > 0 and self.step_idx % s.d_reg_interval == 0:
             with math_flags(tf32=False):
-                self._phase(self.D, self.D_opt, lambda i: L.d_reg(reals[i]), s.d_reg_interval, stats)
+                self._phase(self.D, self.D_opt, lambda i: L.d_reg(z(), reals[i]), s.d_reg_interval, stats)
         # Running averages follow the whole batch, so every rank keeps the same ones; then the EMA generator.
         if self.sync.active:
             self.sync.mean_([self.G.mapping.w_avg, self.loss.pl_mean])

@@ -18,6 +18,7 @@ from cineml import CinemlError, Option
 CONFIGS = ("auto", "stylegan2", "paper256", "tiny")
 METRICS = ("swd", "fid", "kid")
 AUGMENTS = ("ada", "fixed", "diffaugment", "none")
+LOSSES = ("logistic", "relativistic")
 FEATURE_METRICS = ("fid", "kid")  # need the artist's feature network (option ``inception``)
 MISSING_INCEPTION = (
     "FID and KID need a feature network as a TorchScript file on this machine, which CineML never downloads: "
@@ -26,8 +27,8 @@ MISSING_INCEPTION = (
 
 # Per-config values. None: computed by the ``auto`` formulas from the resolution. style_mixing, pl_weight and
 # augment_p are the reference's 0.9, 2 and 0 in every preset (a preset may set its own); dlr_ratio is D's
-# learning rate over G's (1: the reference's single lr).
-_REFERENCE = dict(style_mixing=0.9, pl_weight=2.0, augment_p=0.0, mode_seeking=0.0, dlr_ratio=1.0)
+# learning rate over G's (1: the reference's single lr); loss is the reference's logistic loss.
+_REFERENCE = dict(style_mixing=0.9, pl_weight=2.0, augment_p=0.0, mode_seeking=0.0, dlr_ratio=1.0, loss="logistic")
 _SPECS: dict[str, dict[str, Any]] = {
     "stylegan2": dict(kimg=25000, snapshot_kimg=200, batch=32, mbstd_group=4, channel_base=32768,
                       channel_max=512, map_layers=8, lr=0.002, gamma=10.0, ema_kimg=10.0, ema_rampup=None,
@@ -41,11 +42,12 @@ _SPECS: dict[str, dict[str, Any]] = {
                  channel_max=512, map_layers=2, lr=None, gamma=None, ema_kimg=None, ema_rampup=0.05, **_REFERENCE),
     # Small enough that a 32x32 run shows shapes within minutes on two CPU cores. Short runs: no style mixing
     # or path-length penalty (a step costs 0.78x, and neither helps in a thousand steps), G learning at three
-    # times D's rate (0.0075 against 0.0025), and a light mode-seeking term against collapse onto one picture
-    # (docs/training.md#short-runs has the measurements).
+    # times D's rate (0.0075 against 0.0025), a light mode-seeking term against collapse onto one picture, and
+    # the relativistic loss with R1 + R2 (docs/training.md#short-runs has the measurements).
     "tiny": dict(kimg=20, snapshot_kimg=1, batch=8, mbstd_group=4, channel_base=512, channel_max=64,
                  map_layers=2, lr=0.0075, gamma=None, ema_kimg=None, ema_rampup=0.05,
-                 **{**_REFERENCE, "style_mixing": 0.0, "pl_weight": 0.0, "mode_seeking": 0.1, "dlr_ratio": 1 / 3}),
+                 **{**_REFERENCE, "style_mixing": 0.0, "pl_weight": 0.0, "mode_seeking": 0.1, "dlr_ratio": 1 / 3,
+                    "loss": "relativistic"}),
 }
 
 
@@ -110,6 +112,11 @@ TRAIN_OPTIONS = (
            help="Weight of the mode-seeking term (Mao et al. 2019): G is rewarded for making images that differ "
                 "as much as their latents do, against collapse onto one image in short runs; 0 turns it off "
                 f"{_reference('mode_seeking')}."),
+    Option("loss", str, None, choices=LOSSES,
+           help="'logistic': StyleGAN2's non-saturating loss with R1 on the frames; 'relativistic': D scores "
+                "each frame against a generated image, D(frame) - D(image), with R1 and R2 (R3GAN, Huang et "
+                "al. 2024): fewer collapsed runs in short trainings (docs/training.md#short-runs) "
+                "(default: from the preset; 'logistic' in the paper's configurations)."),
     Option("keep", int, 3, continues=True, min=0, help="Checkpoints to keep (older ones are deleted; 0 keeps all)."),
     Option("tensorboard", bool, False, continues=True,
            help="Also log every snapshot's statistics and fakes grid for TensorBoard, in train/tensorboard/ "
@@ -131,7 +138,8 @@ TRAIN_OPTIONS = (
            help="Augmentation probability: the starting value for 'ada', the constant one for 'fixed' "
                 f"{_reference('augment_p')}."),
     Option("ada_target", float, 0.6, min=0, max=1,
-           help="ADA raises p while the share of reals D scores positive (E[sign D(x)]) exceeds this."),
+           help="ADA raises p while the share of reals D scores positive (E[sign D(x)]; relativistic loss: "
+                "E[sign(D(x) - D(G(z)))]) exceeds this."),
     Option("ada_kimg", float, None, min=0.001,
            help="ADA speed: p can move by 1 in this many kimg (default: min(500, max(kimg / 5, 100)), so that p "
                 "reacts within runs shorter than the paper's; min(100, max(kimg / 5, 20)) when resume is set)."),
@@ -191,6 +199,7 @@ class Settings:
     style_mixing: float
     pl_weight: float
     mode_seeking: float
+    loss: str  # one of LOSSES
     augment: str  # one of AUGMENTS
     augment_p: float  # initial (ada) or constant (fixed) augmentation probability
     ada_target: float
@@ -349,7 +358,7 @@ def resolve(options: dict[str, Any], resolution: int, img_channels: int, project
         grid=(int(grid[0]), int(grid[1])),
         resume=None if options.get("resume") is None else str(options["resume"]),
         style_mixing=float(pick("style_mixing")), pl_weight=float(pick("pl_weight")),
-        mode_seeking=float(pick("mode_seeking")),
+        mode_seeking=float(pick("mode_seeking")), loss=str(pick("loss")),
         augment=augment, augment_p=float(pick("augment_p")),
         ada_target=float(given(options, "ada_target")),
         ada_kimg=float(ada_kimg if ada_kimg is not None
