@@ -17,7 +17,7 @@ Settings, each trained from the same seed in its own process (one torch thread; 
 
 - ``today``: the ``tiny`` preset's values before the small-budget changes, written out as options
   (batch 8, channel_base 1024, lr 0.0025 for G and D, R1 gamma from the auto formula, ADA at the paper's pace
-  ``ada_kimg = 500``, style mixing 0.9, path length 2), so it stays the baseline after the preset changed;
+  ``ada_kimg = 500``, style mixing 0.9, path length 2, logistic loss), so it stays the baseline after the preset changed;
 - ``new``: ``config = "tiny"`` as it is now (the defaults the README demo runs).
 - more with ``--try NAME={options}`` (over ``config = "tiny"``; a key starting with ``_`` sets a field of the
   resolved settings that no option reaches, e.g. ``'{"_ema_rampup": 0.02}'``); docs/training.md#short-runs
@@ -59,7 +59,7 @@ CLIP_PATH = "usr/lib/python3/dist-packages/imageio/resources/images/cockatoo.mp4
 # The tiny preset as it was before the small-budget work (commit 0c8e880), written out as options.
 TODAY = {"config": "tiny", "batch": 8, "channel_base": 1024, "channel_max": 128, "map_layers": 2, "lr": 0.0025,
          "dlr": 0.0025, "ema_kimg": 2.5, "style_mixing": 0.9, "pl_weight": 2.0, "augment": "ada", "augment_p": 0.0,
-         "ada_kimg": 500.0, "ada_target": 0.6, "mirror": False, "mode_seeking": 0.0}
+         "ada_kimg": 500.0, "ada_target": 0.6, "mirror": False, "mode_seeking": 0.0, "loss": "logistic"}
 SETTINGS = {"today": TODAY, "new": {"config": "tiny"}}
 
 CASES = {  # name: (film, extract fps, letterbox size)

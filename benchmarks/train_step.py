@@ -71,7 +71,7 @@ def time_phases(loop: TrainingLoop, repeats: int, warmup: int = 1) -> tuple[dict
         "G main": lambda: loop._phase(loop.G, loop.G_opt, lambda i: L.g_main(z(), reals), 1.0, {}),
         "G reg": lambda: loop._phase(loop.G, loop.G_opt, lambda i: L.g_reg(z()), s.g_reg_interval, {}),
         "D main": lambda: loop._phase(loop.D, loop.D_opt, lambda i: L.d_main(z(), reals), 1.0, {}),
-        "D reg": lambda: loop._phase(loop.D, loop.D_opt, lambda i: L.d_reg(z(), reals), s.d_reg_interval, {}),
+        "D reg": lambda: loop._phase(loop.D, loop.D_opt, lambda i: L.d_reg(reals), s.d_reg_interval, {}),
     }
     weights = {"G main": 1, "G reg": 1 / s.g_reg_interval, "D main": 1, "D reg": 1 / s.d_reg_interval}
     return {k: measure(fn, repeats, warmup, dev) for k, fn in phases.items()}, weights

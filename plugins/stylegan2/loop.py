@@ -161,7 +161,7 @@ class TrainingLoop:
         # D reg, every 16th step: R1 on the frames (relativistic: + R2 on G's images), x16; double backward in fp32.
         if s.gamma > 0 and self.step_idx % s.d_reg_interval == 0:
             with math_flags(tf32=False):
-                self._phase(self.D, self.D_opt, lambda i: L.d_reg(z(), reals[i]), s.d_reg_interval, stats)
+                self._phase(self.D, self.D_opt, lambda i: L.d_reg(reals[i]), s.d_reg_interval, stats)
         # Running averages follow the whole batch, so every rank keeps the same ones; then the EMA generator.
         if self.sync.active:
             self.sync.mean_([self.G.mapping.w_avg, self.loss.pl_mean])

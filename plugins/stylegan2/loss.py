@@ -136,12 +136,14 @@ class StyleGAN2Loss:
         return loss, {"loss_D": loss.detach(), "D_real": real_logits.detach().float().mean(),
                       "D_real_sign": overconfidence}
 
-    def d_reg(self, z: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """R1: ``gamma/2 * |grad_x D(x)|^2`` on reals; relativistic: plus R2, the same on generated images."""
+    def d_reg(self, real: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """R1: ``gamma/2 * |grad_x D(x)|^2`` on reals; relativistic: plus R2, the same on generated images
+        (from latents drawn here, so the logistic loss's random stream stays the reference's)."""
         penalty, _ = r1_penalty(self.D, real, self.augment)
         penalty = penalty.mean()
         stats = {"r1_penalty": penalty.detach()}
         if self.relativistic:
+            z = torch.randn(real.shape[0], self.G.z_dim, device=real.device)
             with torch.no_grad():
                 fake, _ = run_generator(self.G, z, self.style_mixing)
             r2 = r1_penalty(self.D, fake, self.augment)[0].mean()
