@@ -17,7 +17,8 @@ Settings, each trained from the same seed in its own process (one torch thread; 
 
 - ``today``: the ``tiny`` preset's values before the small-budget changes, written out as options
   (batch 8, channel_base 1024, lr 0.0025 for G and D, R1 gamma from the auto formula, ADA at the paper's pace
-  ``ada_kimg = 500``, style mixing 0.9, path length 2, logistic loss), so it stays the baseline after the preset changed;
+  ``ada_kimg = 500``, style mixing 0.9, path length 2, logistic loss), so it stays the baseline after the
+  preset changed;
 - ``new``: ``config = "tiny"`` as it is now (the defaults the README demo runs).
 - more with ``--try NAME={options}`` (over ``config = "tiny"``; a key starting with ``_`` sets a field of the
   resolved settings that no option reaches, e.g. ``'{"_ema_rampup": 0.02}'``); docs/training.md#short-runs
