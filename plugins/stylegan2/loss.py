@@ -10,7 +10,7 @@ the batch's pairs, since only differences of D's scores mean anything there).
 The relativistic loss scores each frame against a generated image, D(real) - D(fake), instead of each
 alone: D cannot call every image "fake" at once, and G is pulled towards the frames D ranks highest, so
 a generator stuck on one picture keeps being pushed off it (R3GAN's argument against mode dropping; on
-the learning benchmark it halved the SWD of a real clip at 16 kimg). Its regulariser penalises D's
+the learning benchmark it more than halved the SWD of a real clip at 16 kimg). Its regulariser penalises D's
 gradient on generated images too (R2), beside the frames' (R1).
 
 Each ``*_loss`` method returns a scalar to back-propagate (the training loop multiplies the lazy
