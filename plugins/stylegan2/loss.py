@@ -42,12 +42,13 @@ def run_generator(G: Generator, z: torch.Tensor, style_mixing: float = 0.0, upda
     return G.synthesis(ws, noise_mode=noise_mode), ws
 
 
-def r1_penalty(D: Discriminator, real: torch.Tensor,
+def r1_penalty(D: Discriminator, img: torch.Tensor,
                augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample squared gradient norm of D's logits at the real images (with graph, for double backward)."""
-    real = real.detach().requires_grad_(True)
-    logits = D(real if augment is None else augment(real))
-    (grad,) = torch.autograd.grad(logits.sum(), real, create_graph=True)
+    """Per-sample squared gradient norm of D's logits at the images (with graph, for double backward): R1 at
+    the frames, R2 (relativistic loss) at generated images."""
+    img = img.detach().requires_grad_(True)
+    logits = D(img if augment is None else augment(img))
+    (grad,) = torch.autograd.grad(logits.sum(), img, create_graph=True)
     return grad.square().sum(dim=[1, 2, 3]), logits
 
 

@@ -71,7 +71,9 @@ _PRESET = "(default: from the preset chosen by config)"
 
 
 def _reference(key: str) -> str:
-    return f"(default: from the preset; {_REFERENCE[key]:g} in the paper's configurations)"
+    value = _REFERENCE[key]
+    shown = repr(value) if isinstance(value, str) else f"{value:g}"
+    return f"(default: from the preset; {shown} in the paper's configurations)"
 
 
 #: The trainer's options: declarations, defaults and checks (the values behind None come from the preset).
@@ -116,7 +118,7 @@ TRAIN_OPTIONS = (
            help="'logistic': StyleGAN2's non-saturating loss with R1 on the frames; 'relativistic': D scores "
                 "each frame against a generated image, D(frame) - D(image), with R1 and R2 (R3GAN, Huang et "
                 "al. 2024): fewer collapsed runs in short trainings (docs/training.md#short-runs) "
-                "(default: from the preset; 'logistic' in the paper's configurations)."),
+                f"{_reference('loss')}."),
     Option("keep", int, 3, continues=True, min=0, help="Checkpoints to keep (older ones are deleted; 0 keeps all)."),
     Option("tensorboard", bool, False, continues=True,
            help="Also log every snapshot's statistics and fakes grid for TensorBoard, in train/tensorboard/ "
