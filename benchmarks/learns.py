@@ -13,7 +13,8 @@ Cases (frames made by CineML's own source/extract/letterbox stages, greyscale, c
   cannot be had), at 32 px; ``clip64``: the same at 64 px.
 
 Settings, each trained from the same seed in its own process (one torch thread; ``--jobs`` at once;
-``--seeds N`` trains each from N seeds and averages, with the spread of the SWD):
+``--seeds N`` trains each from N seeds and averages, with the spread of the SWD; ``--first-seed K`` starts
+the seeds at K, to add seeds to a close call):
 
 - ``today``: the ``tiny`` preset's values before the small-budget changes, written out as options
   (batch 8, channel_base 1024, lr 0.0025 for G and D, R1 gamma from the auto formula, ADA at the paper's pace
@@ -303,6 +304,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2, help="trainings at once (one thread each)")
     ap.add_argument("--seeds", type=int, default=1, help="train every setting from this many seeds and average "
                     "(one snapshot's SWD swings by 1.5x in short runs)")
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds start here (more seeds for a close call)")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "cineml-learns")
     ap.add_argument("--contention", type=int, default=0, metavar="N", help="only the contention check, N busy loops")
     ap.add_argument("--contention-kimg", type=float, default=1.0)
@@ -325,7 +327,7 @@ def main() -> None:
         frames = frames_for(case, args.work)
         if frames is not None:
             cases[case] = frames
-    seeds = range(args.seeds)
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
     jobs = [(case, name, seed) for case in cases for name in settings for seed in seeds]
     started = time.perf_counter()
 
@@ -334,9 +336,10 @@ def main() -> None:
 
     first = next(iter(settings))
     with ThreadPoolExecutor(args.jobs) as pool:
+        label = (lambda name, seed: name) if list(seeds) == [0] else (lambda name, seed: f"{name}-seed{seed}")
         futures = {(case, name, seed): pool.submit(
-            run_job, case, name if args.seeds == 1 else f"{name}-seed{seed}", {**settings[name], "seed": seed},
-            cases[case], case_budgets(case), args.work, name == first and seed == 0) for case, name, seed in jobs}
+            run_job, case, label(name, seed), {**settings[name], "seed": seed}, cases[case], case_budgets(case),
+            args.work, name == first and seed == seeds[0]) for case, name, seed in jobs}
         for case in cases:
             results = {name: mean_rows([futures[(case, name, seed)].result() for seed in seeds]) for name in settings}
             print(f"\n{case} ({CASES[case][2]} px, {len(list(cases[case].glob('*.jpg')))} frames)")

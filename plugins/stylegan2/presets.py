@@ -42,10 +42,11 @@ _SPECS: dict[str, dict[str, Any]] = {
                  channel_max=512, map_layers=2, lr=None, gamma=None, ema_kimg=None, ema_rampup=0.05, **_REFERENCE),
     # Small enough that a 32x32 run shows shapes within minutes on two CPU cores. Short runs: no style mixing
     # or path-length penalty (a step costs 0.78x, and neither helps in a thousand steps), G learning at three
-    # times D's rate (0.0075 against 0.0025), a light mode-seeking term against collapse onto one picture, and
-    # the relativistic loss with R1 + R2 (docs/training.md#short-runs has the measurements).
+    # times D's rate (0.0075 against 0.0025), a light mode-seeking term against collapse onto one picture,
+    # the relativistic loss with R1 + R2, and four mapping layers, which let G keep a film's shots apart
+    # (docs/training.md#short-runs has the measurements).
     "tiny": dict(kimg=20, snapshot_kimg=1, batch=8, mbstd_group=4, channel_base=512, channel_max=64,
-                 map_layers=2, lr=0.0075, gamma=None, ema_kimg=None, ema_rampup=0.05,
+                 map_layers=4, lr=0.0075, gamma=None, ema_kimg=None, ema_rampup=0.05,
                  **{**_REFERENCE, "style_mixing": 0.0, "pl_weight": 0.0, "mode_seeking": 0.1, "dlr_ratio": 1 / 3,
                     "loss": "relativistic"}),
 }
