@@ -336,10 +336,10 @@ def main() -> None:
 
     first = next(iter(settings))
     with ThreadPoolExecutor(args.jobs) as pool:
-        label = (lambda name, seed: name) if list(seeds) == [0] else (lambda name, seed: f"{name}-seed{seed}")
         futures = {(case, name, seed): pool.submit(
-            run_job, case, label(name, seed), {**settings[name], "seed": seed}, cases[case], case_budgets(case),
-            args.work, name == first and seed == seeds[0]) for case, name, seed in jobs}
+            run_job, case, name if seeds == range(1) else f"{name}-seed{seed}", {**settings[name], "seed": seed},
+            cases[case], case_budgets(case), args.work, name == first and seed == seeds[0])
+            for case, name, seed in jobs}
         for case in cases:
             results = {name: mean_rows([futures[(case, name, seed)].result() for seed in seeds]) for name in settings}
             print(f"\n{case} ({CASES[case][2]} px, {len(list(cases[case].glob('*.jpg')))} frames)")

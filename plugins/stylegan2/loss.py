@@ -128,14 +128,14 @@ class StyleGAN2Loss:
             fake, _ = run_generator(self.G_main, z, self.style_mixing)
         fake_logits = self.run_D(fake)
         real_logits = self.run_D(real)
+        real_scores = real_logits.detach().float()
         if self.relativistic:
             loss = F.softplus(fake_logits - real_logits).mean()
-            overconfidence = (real_logits - fake_logits).detach().float().sign().mean()
+            overconfidence = (real_scores - fake_logits.detach().float()).sign().mean()
         else:
             loss = (F.softplus(fake_logits) + F.softplus(-real_logits)).mean()
-            overconfidence = real_logits.detach().float().sign().mean()
-        return loss, {"loss_D": loss.detach(), "D_real": real_logits.detach().float().mean(),
-                      "D_real_sign": overconfidence}
+            overconfidence = real_scores.sign().mean()
+        return loss, {"loss_D": loss.detach(), "D_real": real_scores.mean(), "D_real_sign": overconfidence}
 
     def d_reg(self, real: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """R1: ``gamma/2 * |grad_x D(x)|^2`` on reals; relativistic: plus R2, the same on generated images
